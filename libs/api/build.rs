@@ -1,0 +1,26 @@
+//! Compiles the protos under the repository's `proto/` with protox (pure Rust),
+//! so building needs no system `protoc`.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &["qupia/types/v1/types.proto", "qupia/vault/v1/vault.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    println!("cargo:rerun-if-changed={}", root.display());
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={}", root.join(proto).display());
+    }
+
+    let files: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
+    let descriptors = protox::compile(&files, [&root])?;
+
+    // Reflection serves this set; compile_fds does not write it by itself.
+    std::fs::write(
+        out.join("qupia_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}

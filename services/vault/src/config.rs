@@ -1,0 +1,36 @@
+//! The vault's configuration.
+
+use std::path::PathBuf;
+
+use qupia_transport::{ServiceIdentity, TlsMode};
+
+/// Request limits. A request over them is refused with INVALID_ARGUMENT before any
+/// work is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest encoded request accepted.
+    pub max_request_bytes: usize,
+    /// The most items in one batch call.
+    pub max_batch_items: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_request_bytes: 1024 * 1024, max_batch_items: 1000 }
+    }
+}
+
+/// Everything the vault needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `sqlite:///path/vault.db?mode=rwc` or `postgres://user@host/db`.
+    pub database_url: String,
+    /// Connections in the PostgreSQL pool (SQLite always uses one).
+    pub max_connections: u32,
+    /// The keyring file: created, mode 0600, if it does not exist.
+    pub keyring_path: PathBuf,
+    pub tls: TlsMode,
+    /// The identities allowed to call the vault: the gateway's.
+    pub trusted_callers: Vec<ServiceIdentity>,
+    pub limits: Limits,
+}

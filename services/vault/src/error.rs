@@ -1,0 +1,122 @@
+//! The vault's errors and the one place they become gRPC statuses.
+
+use tonic::{Code, Status};
+
+/// Everything a vault operation can fail with. Messages never contain a personal
+/// value or key material: they are returned to callers and logged.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; `field` names the request field at fault.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    /// The caller's identity may not make this call.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// No such person or token (or it was erased).
+    #[error("{0} was not found")]
+    NotFound(&'static str),
+    /// The request is well formed but conflicts with stored state.
+    #[error("{0}")]
+    FailedPrecondition(&'static str),
+    /// A stored ciphertext or wrapped key failed authentication: it was altered or
+    /// moved to another slot. Nothing is returned rather than wrong data.
+    #[error("a stored value failed its integrity check")]
+    Integrity,
+    /// The database failed or could not be reached.
+    #[error("storage failed: {0}")]
+    Storage(#[from] sqlx::Error),
+    /// The key provider failed.
+    #[error("key provider failed: {0}")]
+    Keys(qupia_crypto::Error),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::InvalidArgument { field: field.into(), reason: reason.into() }
+    }
+
+    /// The same error, its field name prefixed with the path of the item it belongs
+    /// to (`items[3].` + `person.email`).
+    pub fn in_item(self, prefix: &str) -> Error {
+        match self {
+            Error::InvalidArgument { field, reason } => {
+                Error::InvalidArgument { field: format!("{prefix}{field}"), reason }
+            }
+            other => other,
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::NotFound(_) => Code::NotFound,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Integrity => Code::DataLoss,
+            Error::Storage(err) => match err {
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Code::Unavailable,
+                _ => Code::Internal,
+            },
+            Error::Keys(err) => match err {
+                qupia_crypto::Error::Decrypt => Code::DataLoss,
+                qupia_crypto::Error::UnknownKeyVersion(_)
+                | qupia_crypto::Error::KeyVersionNotUsable { .. } => Code::FailedPrecondition,
+                qupia_crypto::Error::Keyring(_) | qupia_crypto::Error::Malformed(_) => Code::Internal,
+            },
+        }
+    }
+
+    /// The message a caller sees. Internal failures are logged here, with a reference
+    /// the caller can quote, and answered with a generic message.
+    pub fn public_message(&self) -> String {
+        match self.code() {
+            Code::Internal => {
+                let reference = uuid::Uuid::new_v4();
+                tracing::error!(error = %self, %reference, "internal error");
+                format!("internal error (reference {reference})")
+            }
+            Code::Unavailable => {
+                tracing::warn!(error = %self, "storage unavailable");
+                "storage is unavailable; try again".to_owned()
+            }
+            _ => match self {
+                Error::Keys(qupia_crypto::Error::Decrypt) => Error::Integrity.to_string(),
+                Error::Keys(_) => "the person's data key is under a key version that is not usable".to_owned(),
+                other => other.to_string(),
+            },
+        }
+    }
+
+    /// The field at fault, for per-item errors of a batch.
+    pub fn field(&self) -> &str {
+        match self {
+            Error::InvalidArgument { field, .. } => field,
+            _ => "",
+        }
+    }
+}
+
+impl From<qupia_crypto::Error> for Error {
+    fn from(err: qupia_crypto::Error) -> Error {
+        match err {
+            qupia_crypto::Error::Decrypt => Error::Integrity,
+            other => Error::Keys(other),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        Status::new(err.code(), err.public_message())
+    }
+}
+
+impl From<Error> for qupia_api::types::v1::ItemError {
+    fn from(err: Error) -> Self {
+        qupia_api::types::v1::ItemError {
+            code: err.code() as i32,
+            message: err.public_message(),
+            field: err.field().to_owned(),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The vault: the only Qupia process, and this the only crate, that ever sees
+//! plaintext personal data or keys.
+//!
+//! It stores people as AES-256-GCM ciphertexts under per-person data keys wrapped by
+//! a versioned key-encryption key, hands out random tokens in their place, finds
+//! people by e-mail or phone through a keyed blind index, and crypto-shreds them on
+//! erasure. Only the identities it trusts (the gateway's) may call it.
+//!
+//! Nothing in this crate may log, trace or put into an error message a personal
+//! value or key material.
+
+mod config;
+mod error;
+mod grpc;
+pub mod model;
+mod server;
+pub mod store;
+mod vault;
+
+pub use config::{Config, Limits};
+pub use error::Error;
+pub use server::{ServeError, serve};
+pub use vault::Vault;

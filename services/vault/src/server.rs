@@ -1,0 +1,88 @@
+//! Assembles the vault's gRPC server: keys, storage, services and transport.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use qupia_api::vault::v1::vault_service_server::VaultServiceServer;
+use qupia_crypto::Keyring;
+use qupia_transport::TlsMode;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::grpc::{VaultApi, authorize};
+use crate::store::Store;
+use crate::vault::Vault;
+use crate::{Config, Error};
+
+/// Why the vault could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("failed to open the keyring: {0}")]
+    Keyring(#[from] qupia_crypto::Error),
+    #[error("failed to open the database: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("failed to set up TLS: {0}")]
+    Tls(#[from] qupia_transport::Error),
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("failed to build server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("no trusted caller is configured: nobody could call the vault")]
+    NoTrustedCallers,
+    #[error(transparent)]
+    Vault(#[from] Error),
+}
+
+/// Runs the vault on `listener` until `shutdown` resolves, then drains in-flight calls.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    if config.trusted_callers.is_empty() {
+        return Err(ServeError::NoTrustedCallers);
+    }
+    let keyring = Arc::new(Keyring::load_or_create(&config.keyring_path)?);
+    let store = Store::connect(&config.database_url, config.max_connections).await?;
+    tracing::info!(backend = ?store.backend(), kek_version = qupia_crypto::KeyProvider::current_version(keyring.as_ref()), "vault storage and keys ready");
+    let vault = Vault::new(store.clone(), keyring);
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<VaultServiceServer<VaultApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(qupia_api::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let insecure_dev = match &config.tls {
+        TlsMode::InsecureDev { assumed_caller } => Some(assumed_caller.clone()),
+        TlsMode::Mtls(_) => None,
+    };
+    let api = tonic::service::interceptor::InterceptedService::new(
+        VaultServiceServer::new(VaultApi::new(vault, config.limits))
+            // Transport-level cap for memory safety; the smaller, clearly reported
+            // request limit is checked per call in `grpc.rs`.
+            .max_decoding_message_size(config.limits.max_request_bytes.saturating_mul(4)),
+        authorize(config.trusted_callers.clone().into(), insecure_dev),
+    );
+
+    let mut builder = Server::builder();
+    match &config.tls {
+        TlsMode::Mtls(files) => builder = builder.tls_config(files.server_config()?)?,
+        TlsMode::InsecureDev { assumed_caller } => tracing::warn!(
+            %assumed_caller,
+            "INSECURE-DEV MODE: plaintext transport, every caller is taken to be the assumed caller; never use this outside a developer's machine"
+        ),
+    }
+    let address = listener.local_addr().ok();
+    tracing::info!(?address, "vault listening");
+    let served = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(api)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    store.close().await;
+    served?;
+    Ok(())
+}

@@ -1,0 +1,455 @@
+//! The vault's storage: every SQL statement the vault runs lives here.
+//!
+//! One set of statements serves SQLite (the embedded default) and PostgreSQL
+//! (production) through sqlx's `Any` driver; only the migrations differ per backend.
+//! Every write that a caller is told succeeded has been committed: SQLite runs with
+//! `synchronous=FULL` in WAL mode, PostgreSQL with its default `synchronous_commit`.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use qupia_domain::Field;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Connection, Executor, Row};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The database behind a store, picked by the URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database URL must start with sqlite: or postgres:")]
+    UnknownBackend,
+    #[error("failed to migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// A person's key row: their wrapped data key.
+#[derive(Debug, Clone)]
+pub struct PersonKey {
+    pub dek_wrapped: Vec<u8>,
+    pub kek_version: u32,
+    pub dek_version: u32,
+}
+
+/// One stored field value.
+#[derive(Debug, Clone)]
+pub struct StoredField {
+    pub token_id: [u8; 16],
+    pub field: Field,
+    pub ciphertext: Vec<u8>,
+}
+
+/// A person to insert: everything already encrypted or keyed.
+#[derive(Debug)]
+pub struct NewPerson {
+    pub person_id: [u8; 16],
+    pub key: PersonKey,
+    pub idempotency_key: Option<[u8; 32]>,
+    pub request_digest: [u8; 32],
+    pub fields: Vec<StoredField>,
+    pub index: Vec<IndexEntry>,
+}
+
+/// One blind-index row.
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    pub field: Field,
+    pub version: u32,
+    pub digest: [u8; 32],
+}
+
+/// What inserting a person did.
+#[derive(Debug)]
+pub enum Inserted {
+    New,
+    /// The idempotency key was used before: the earlier person's id, their field
+    /// tokens, and whether the earlier request carried the same data.
+    Replayed { person_id: [u8; 16], fields: Vec<(Field, [u8; 16])>, same_request: bool },
+}
+
+/// A person with the fields asked for.
+#[derive(Debug)]
+pub struct PersonRecord {
+    pub person_id: [u8; 16],
+    pub key: PersonKey,
+    pub fields: Vec<StoredField>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn id16(bytes: Vec<u8>) -> Result<[u8; 16], sqlx::Error> {
+    bytes
+        .try_into()
+        .map_err(|_| sqlx::Error::Decode("a stored id is not 16 bytes".into()))
+}
+
+fn field_of(name: &str) -> Result<Field, sqlx::Error> {
+    Field::from_str(name).map_err(|_| sqlx::Error::Decode("a stored field name is unknown".into()))
+}
+
+fn u32_of(value: i64) -> Result<u32, sqlx::Error> {
+    u32::try_from(value).map_err(|_| sqlx::Error::Decode("a stored version is out of range".into()))
+}
+
+impl Store {
+    /// Connects to `url`, runs the migrations, and returns a pool.
+    ///
+    /// SQLite gets a single connection: SQLite serialises writers anyway, and one
+    /// connection cannot meet another's lock half-way through a transaction.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url).ok_or(StoreError::UnknownBackend)?;
+        let options = AnyConnectOptions::from_str(url)?;
+
+        // Migrations run on a connection of their own, before the pool opens.
+        let mut conn = sqlx::AnyConnection::connect_with(&options).await?;
+        if backend == Backend::Sqlite {
+            conn.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&mut conn).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&mut conn).await?,
+        }
+        conn.close().await?;
+
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 1 } else { max_connections })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // FULL: a commit is on disk before the caller hears of it.
+                        // secure_delete: erased rows are overwritten, not left in free pages.
+                        conn.execute(
+                            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+                             PRAGMA secure_delete = ON; PRAGMA busy_timeout = 5000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Inserts people in one transaction. A person whose idempotency key is already
+    /// taken is not inserted; the earlier person is returned instead.
+    pub async fn insert_people(&self, people: &[NewPerson]) -> Result<Vec<Inserted>, sqlx::Error> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(people.len());
+        for person in people {
+            let inserted = sqlx::query(
+                "INSERT INTO persons \
+                 (person_id, dek_wrapped, kek_version, dek_version, idempotency_key, request_digest, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(person.person_id.to_vec())
+            .bind(person.key.dek_wrapped.clone())
+            .bind(i64::from(person.key.kek_version))
+            .bind(i64::from(person.key.dek_version))
+            .bind(person.idempotency_key.map(|k| k.to_vec()))
+            .bind(person.request_digest.to_vec())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+
+            if inserted == 0 {
+                let key = person
+                    .idempotency_key
+                    .ok_or_else(|| sqlx::Error::Protocol("a random person id collided".into()))?;
+                outcomes.push(replayed(&mut tx, &key, &person.request_digest).await?);
+                continue;
+            }
+            for field in &person.fields {
+                sqlx::query(
+                    "INSERT INTO field_values (token_id, person_id, field, ciphertext, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(field.token_id.to_vec())
+                .bind(person.person_id.to_vec())
+                .bind(field.field.as_str())
+                .bind(field.ciphertext.clone())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for entry in &person.index {
+                insert_index(&mut tx, &person.person_id, entry).await?;
+            }
+            outcomes.push(Inserted::New);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// The person with `person_id` and their stored fields (all of them; the caller
+    /// filters), in one round trip.
+    pub async fn person(&self, person_id: &[u8; 16]) -> Result<Option<PersonRecord>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT p.dek_wrapped, p.kek_version, p.dek_version, f.token_id, f.field, f.ciphertext \
+             FROM persons p LEFT JOIN field_values f ON f.person_id = p.person_id \
+             WHERE p.person_id = $1",
+        )
+        .bind(person_id.to_vec())
+        .fetch_all(&self.pool)
+        .await?;
+        person_record(*person_id, rows)
+    }
+
+    /// The person owning the field token `token_id`, with their stored fields.
+    pub async fn person_by_field_token(
+        &self,
+        token_id: &[u8; 16],
+    ) -> Result<Option<PersonRecord>, sqlx::Error> {
+        let owner = sqlx::query("SELECT person_id FROM field_values WHERE token_id = $1")
+            .bind(token_id.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        match owner {
+            Some(row) => self.person(&id16(row.try_get("person_id")?)?).await,
+            None => Ok(None),
+        }
+    }
+
+    /// People whose blind-index entry for `field` matches one of `digests`
+    /// (one digest per index-key version in use).
+    pub async fn lookup(&self, field: Field, digests: &[(u32, [u8; 32])]) -> Result<Vec<[u8; 16]>, sqlx::Error> {
+        let mut found = Vec::new();
+        for (version, digest) in digests {
+            let rows = sqlx::query(
+                "SELECT person_id FROM blind_index WHERE field = $1 AND index_version = $2 AND digest = $3",
+            )
+            .bind(field.as_str())
+            .bind(i64::from(*version))
+            .bind(digest.to_vec())
+            .fetch_all(&self.pool)
+            .await?;
+            for row in rows {
+                let id = id16(row.try_get("person_id")?)?;
+                if !found.contains(&id) {
+                    found.push(id);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Replaces one field's ciphertext (and its blind-index entries), keeping its
+    /// token when it had one. `None` removes the field. Returns false when the person
+    /// no longer exists.
+    pub async fn update_field(
+        &self,
+        person_id: &[u8; 16],
+        field: Field,
+        value: Option<StoredField>,
+        index: &[IndexEntry],
+    ) -> Result<bool, sqlx::Error> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+        let exists = sqlx::query("SELECT 1 AS one FROM persons WHERE person_id = $1")
+            .bind(person_id.to_vec())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM blind_index WHERE person_id = $1 AND field = $2")
+            .bind(person_id.to_vec())
+            .bind(field.as_str())
+            .execute(&mut *tx)
+            .await?;
+        match value {
+            Some(stored) => {
+                sqlx::query(
+                    "INSERT INTO field_values (token_id, person_id, field, ciphertext, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (person_id, field) DO UPDATE SET ciphertext = excluded.ciphertext, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(stored.token_id.to_vec())
+                .bind(person_id.to_vec())
+                .bind(field.as_str())
+                .bind(stored.ciphertext)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM field_values WHERE person_id = $1 AND field = $2")
+                    .bind(person_id.to_vec())
+                    .bind(field.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for entry in index {
+            insert_index(&mut tx, person_id, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The token id of one field of a person, if stored.
+    pub async fn field_token(&self, person_id: &[u8; 16], field: Field) -> Result<Option<[u8; 16]>, sqlx::Error> {
+        let row = sqlx::query("SELECT token_id FROM field_values WHERE person_id = $1 AND field = $2")
+            .bind(person_id.to_vec())
+            .bind(field.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| id16(r.try_get("token_id")?)).transpose()
+    }
+
+    /// Crypto-shreds a person: removes their wrapped key, ciphertexts and index
+    /// entries and records the erasure. Returns the number of field values removed,
+    /// or `None` when there was no such person.
+    pub async fn erase(&self, person_id: &[u8; 16]) -> Result<Option<u32>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let removed_fields = sqlx::query("DELETE FROM field_values WHERE person_id = $1")
+            .bind(person_id.to_vec())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM blind_index WHERE person_id = $1")
+            .bind(person_id.to_vec())
+            .execute(&mut *tx)
+            .await?;
+        let removed_person = sqlx::query("DELETE FROM persons WHERE person_id = $1")
+            .bind(person_id.to_vec())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if removed_person == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        sqlx::query("INSERT INTO erasures (person_id, erased_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(person_id.to_vec())
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(u32::try_from(removed_fields).unwrap_or(u32::MAX)))
+    }
+
+    /// How many people are stored.
+    pub async fn count_people(&self) -> Result<u64, sqlx::Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM persons").fetch_one(&self.pool).await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+    }
+}
+
+async fn insert_index(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    person_id: &[u8; 16],
+    entry: &IndexEntry,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO blind_index (field, index_version, digest, person_id) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(entry.field.as_str())
+    .bind(i64::from(entry.version))
+    .bind(entry.digest.to_vec())
+    .bind(person_id.to_vec())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn replayed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    idempotency_key: &[u8; 32],
+    request_digest: &[u8; 32],
+) -> Result<Inserted, sqlx::Error> {
+    let row = sqlx::query("SELECT person_id, request_digest FROM persons WHERE idempotency_key = $1")
+        .bind(idempotency_key.to_vec())
+        .fetch_one(&mut **tx)
+        .await?;
+    let person_id = id16(row.try_get("person_id")?)?;
+    let stored_digest: Option<Vec<u8>> = row.try_get("request_digest")?;
+    let rows = sqlx::query("SELECT field, token_id FROM field_values WHERE person_id = $1")
+        .bind(person_id.to_vec())
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut fields = Vec::with_capacity(rows.len());
+    for row in rows {
+        fields.push((field_of(row.try_get("field")?)?, id16(row.try_get("token_id")?)?));
+    }
+    fields.sort_by_key(|(field, _)| *field);
+    Ok(Inserted::Replayed {
+        person_id,
+        fields,
+        same_request: stored_digest.as_deref() == Some(request_digest.as_slice()),
+    })
+}
+
+fn person_record(person_id: [u8; 16], rows: Vec<sqlx::any::AnyRow>) -> Result<Option<PersonRecord>, sqlx::Error> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let key = PersonKey {
+        dek_wrapped: first.try_get("dek_wrapped")?,
+        kek_version: u32_of(first.try_get("kek_version")?)?,
+        dek_version: u32_of(first.try_get("dek_version")?)?,
+    };
+    let mut fields = Vec::with_capacity(rows.len());
+    for row in &rows {
+        // A person with no field values yet still has one joined row, of NULLs.
+        let Some(token_id) = row.try_get::<Option<Vec<u8>>, _>("token_id")? else {
+            continue;
+        };
+        fields.push(StoredField {
+            token_id: id16(token_id)?,
+            field: field_of(row.try_get("field")?)?,
+            ciphertext: row.try_get("ciphertext")?,
+        });
+    }
+    fields.sort_by_key(|f| f.field);
+    Ok(Some(PersonRecord { person_id, key, fields }))
+}

@@ -1,0 +1,277 @@
+//! The vault's operations on validated input: encryption, blind indexes and tokens
+//! around the store. This is the only code that ever holds plaintext and keys.
+
+use std::sync::Arc;
+
+use qupia_crypto::{DataKey, KeyProvider, Keyring, Token, TokenKind, WrappedKey, slot_aad};
+use qupia_domain::Field;
+use qupia_transport::ServiceIdentity;
+use zeroize::Zeroizing;
+
+use crate::model::{FieldUpdate, LookupKey, Person};
+use crate::store::{IndexEntry, Inserted, NewPerson, PersonKey, PersonRecord, Store, StoredField};
+use crate::Error;
+
+/// The data-key version new people get. Field ciphertexts bind it in their AAD, so
+/// a future re-keying of a person's DEK can tell old ciphertexts from new ones.
+const DEK_VERSION: u32 = 1;
+
+/// One person to tokenize.
+#[derive(Debug)]
+pub struct TokenizeItem {
+    pub person: Person,
+    pub idempotency_key: Option<String>,
+}
+
+/// The tokens of one person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokenized {
+    pub person_token: String,
+    pub field_tokens: Vec<(Field, String)>,
+    pub replayed: bool,
+}
+
+/// The values revealed for one token. Values are zeroized when dropped.
+#[derive(Debug)]
+pub struct Revealed {
+    pub person_token: String,
+    pub values: Vec<(Field, Zeroizing<String>)>,
+}
+
+/// The vault: store, keys and tokens.
+#[derive(Debug, Clone)]
+pub struct Vault {
+    store: Store,
+    keyring: Arc<Keyring>,
+}
+
+impl Vault {
+    pub fn new(store: Store, keyring: Arc<Keyring>) -> Vault {
+        Vault { store, keyring }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn kek(&self) -> &dyn KeyProvider {
+        self.keyring.as_ref()
+    }
+
+    fn encode(&self, kind: TokenKind, id: [u8; 16]) -> String {
+        Token::new(kind, id).encode(self.keyring.token_key())
+    }
+
+    /// Parses a token string; a malformed or forged token is refused here, before
+    /// any database work.
+    pub fn parse_token(&self, token: &str, field_name: &str) -> Result<Token, Error> {
+        Token::parse(token, self.keyring.token_key()).map_err(|e| Error::invalid(field_name, e.to_string()))
+    }
+
+    /// Stores people, one transaction for all; a result per item.
+    pub async fn tokenize(&self, caller: &ServiceIdentity, items: Vec<TokenizeItem>) -> Result<Vec<Result<Tokenized, Error>>, Error> {
+        let mut rows = Vec::with_capacity(items.len());
+        let mut tokens = Vec::with_capacity(items.len());
+        for item in &items {
+            let (row, tokenized) = self.seal_person(caller, item)?;
+            rows.push(row);
+            tokens.push(tokenized);
+        }
+        let outcomes = self.store.insert_people(&rows).await?;
+        Ok(outcomes
+            .into_iter()
+            .zip(tokens)
+            .map(|(outcome, fresh)| match outcome {
+                Inserted::New => Ok(fresh),
+                Inserted::Replayed { same_request: false, .. } => Err(Error::FailedPrecondition(
+                    "the idempotency key was used before with other data",
+                )),
+                Inserted::Replayed { person_id, fields, same_request: true } => Ok(Tokenized {
+                    person_token: self.encode(TokenKind::Person, person_id),
+                    field_tokens: fields
+                        .into_iter()
+                        .map(|(field, id)| (field, self.encode(TokenKind::Field, id)))
+                        .collect(),
+                    replayed: true,
+                }),
+            })
+            .collect())
+    }
+
+    /// Encrypts one person under a fresh data key and computes their index entries.
+    fn seal_person(&self, caller: &ServiceIdentity, item: &TokenizeItem) -> Result<(NewPerson, Tokenized), Error> {
+        let person_id = *Token::generate(TokenKind::Person).id();
+        let dek = DataKey::generate();
+        let wrapped = self.kek().wrap(&dek, &person_id)?;
+        let mut fields = Vec::with_capacity(Field::ALL.len());
+        let mut field_tokens = Vec::with_capacity(Field::ALL.len());
+        for field in Field::ALL {
+            let Some(value) = item.person.value(field) else { continue };
+            let token_id = *Token::generate(TokenKind::Field).id();
+            fields.push(StoredField {
+                token_id,
+                field,
+                ciphertext: dek.seal(value.as_bytes(), &slot_aad(&person_id, field.as_str(), DEK_VERSION)),
+            });
+            field_tokens.push((field, self.encode(TokenKind::Field, token_id)));
+        }
+        let index_key = self.keyring.blind_index_key();
+        let idempotency_key = item.idempotency_key.as_ref().map(|key| {
+            let mut scoped = Vec::with_capacity(caller.as_str().len() + key.len() + 1);
+            scoped.extend_from_slice(caller.as_str().as_bytes());
+            scoped.push(0);
+            scoped.extend_from_slice(key.as_bytes());
+            index_key.digest("idempotency", &scoped)
+        });
+        let row = NewPerson {
+            person_id,
+            key: PersonKey { dek_wrapped: wrapped.bytes, kek_version: wrapped.kek_version, dek_version: DEK_VERSION },
+            idempotency_key,
+            request_digest: index_key.digest("request", &canonical_person(&item.person)),
+            fields,
+            index: index_entries(&self.keyring, &item.person),
+        };
+        let tokenized = Tokenized {
+            person_token: self.encode(TokenKind::Person, person_id),
+            field_tokens,
+            replayed: false,
+        };
+        Ok((row, tokenized))
+    }
+
+    /// Reveals the fields asked for (all stored fields when `fields` is empty) of the
+    /// person behind a person token, or the one field behind a field token.
+    pub async fn reveal(&self, token: &Token, fields: &[Field]) -> Result<Revealed, Error> {
+        let record = match token.kind() {
+            TokenKind::Person => self.store.person(token.id()).await?,
+            TokenKind::Field => self.store.person_by_field_token(token.id()).await?,
+            TokenKind::Document => {
+                return Err(Error::invalid("token", "a document token cannot be revealed as fields"));
+            }
+        }
+        .ok_or(Error::NotFound("token"))?;
+
+        let wanted: Vec<Field> = match token.kind() {
+            TokenKind::Field => {
+                let own = record
+                    .fields
+                    .iter()
+                    .find(|f| f.token_id == *token.id())
+                    .map(|f| f.field)
+                    .ok_or(Error::NotFound("token"))?;
+                if fields.iter().any(|f| *f != own) {
+                    return Err(Error::invalid("fields", "a field token reveals only its own field"));
+                }
+                vec![own]
+            }
+            _ if fields.is_empty() => Field::ALL.to_vec(),
+            _ => fields.to_vec(),
+        };
+        self.open_fields(&record, &wanted)
+    }
+
+    fn open_fields(&self, record: &PersonRecord, wanted: &[Field]) -> Result<Revealed, Error> {
+        let dek = self.unwrap_dek(record)?;
+        let mut values = Vec::with_capacity(wanted.len());
+        for stored in record.fields.iter().filter(|f| wanted.contains(&f.field)) {
+            let aad = slot_aad(&record.person_id, stored.field.as_str(), record.key.dek_version);
+            let plaintext = dek.open(&stored.ciphertext, &aad)?;
+            let text = std::str::from_utf8(&plaintext).map_err(|_| Error::Integrity)?;
+            values.push((stored.field, Zeroizing::new(text.to_owned())));
+        }
+        Ok(Revealed { person_token: self.encode(TokenKind::Person, record.person_id), values })
+    }
+
+    fn unwrap_dek(&self, record: &PersonRecord) -> Result<DataKey, Error> {
+        let wrapped = WrappedKey { kek_version: record.key.kek_version, bytes: record.key.dek_wrapped.clone() };
+        Ok(self.kek().unwrap(&wrapped, &record.person_id)?)
+    }
+
+    /// The person tokens of an e-mail or phone, through every index-key version in use.
+    pub async fn lookup(&self, key: &LookupKey) -> Result<Vec<String>, Error> {
+        let (field, normalized) = match key {
+            LookupKey::Email(email) => (Field::Email, email.lookup_key()),
+            LookupKey::Phone(phone) => (Field::Phone, phone.e164()),
+        };
+        let digests: Vec<(u32, [u8; 32])> = self
+            .keyring
+            .blind_index_keys()
+            .iter()
+            .map(|key| (key.version(), key.digest(field.as_str(), normalized.as_bytes())))
+            .collect();
+        let ids = self.store.lookup(field, &digests).await?;
+        Ok(ids.into_iter().map(|id| self.encode(TokenKind::Person, id)).collect())
+    }
+
+    /// Rectifies one field: new ciphertext (and index entry), same token.
+    /// Returns the field's token, or `None` when the field was cleared.
+    pub async fn update_field(&self, person: &Token, update: FieldUpdate) -> Result<Option<String>, Error> {
+        if person.kind() != TokenKind::Person {
+            return Err(Error::invalid("person_token", "must be a person token"));
+        }
+        let record = self.store.person(person.id()).await?.ok_or(Error::NotFound("person"))?;
+        let dek = self.unwrap_dek(&record)?;
+        let (field, value): (Field, Option<String>) = match &update {
+            FieldUpdate::Name(field, part) => (*field, part.as_ref().map(|p| p.as_str().to_owned())),
+            FieldUpdate::Email(email) => (Field::Email, Some(email.as_str().to_owned())),
+            FieldUpdate::Phone(phone) => (Field::Phone, Some(phone.e164().to_owned())),
+        };
+        let value = value.map(Zeroizing::new);
+        let token_id = match self.store.field_token(person.id(), field).await? {
+            Some(id) => id,
+            None => *Token::generate(TokenKind::Field).id(),
+        };
+        let stored = value.as_ref().map(|value| StoredField {
+            token_id,
+            field,
+            ciphertext: dek.seal(value.as_bytes(), &slot_aad(person.id(), field.as_str(), record.key.dek_version)),
+        });
+        let index: Vec<IndexEntry> = match &update {
+            FieldUpdate::Email(email) => vec![self.index_entry(Field::Email, email.lookup_key())],
+            FieldUpdate::Phone(phone) => vec![self.index_entry(Field::Phone, phone.e164())],
+            FieldUpdate::Name(..) => Vec::new(),
+        };
+        let cleared = stored.is_none();
+        if !self.store.update_field(person.id(), field, stored, &index).await? {
+            return Err(Error::NotFound("person"));
+        }
+        Ok((!cleared).then(|| self.encode(TokenKind::Field, token_id)))
+    }
+
+    fn index_entry(&self, field: Field, normalized: &str) -> IndexEntry {
+        let key = self.keyring.blind_index_key();
+        IndexEntry { field, version: key.version(), digest: key.digest(field.as_str(), normalized.as_bytes()) }
+    }
+
+    /// Crypto-shreds a person. Returns how many field values were destroyed.
+    pub async fn erase(&self, person: &Token) -> Result<u32, Error> {
+        if person.kind() != TokenKind::Person {
+            return Err(Error::invalid("person_token", "must be a person token"));
+        }
+        self.store.erase(person.id()).await?.ok_or(Error::NotFound("person"))
+    }
+}
+
+fn index_entries(keyring: &Keyring, person: &Person) -> Vec<IndexEntry> {
+    let key = keyring.blind_index_key();
+    [(Field::Email, person.email.lookup_key()), (Field::Phone, person.phone.e164())]
+        .into_iter()
+        .map(|(field, normalized)| IndexEntry {
+            field,
+            version: key.version(),
+            digest: key.digest(field.as_str(), normalized.as_bytes()),
+        })
+        .collect()
+}
+
+/// An unambiguous encoding of a person's values, only ever fed to a keyed HMAC
+/// (never stored), to tell a retried request from another one with the same key.
+fn canonical_person(person: &Person) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::new());
+    for field in Field::ALL {
+        let value = person.value(field).unwrap_or("");
+        out.extend_from_slice(&(value.len() as u64).to_be_bytes());
+        out.extend_from_slice(value.as_bytes());
+    }
+    out
+}
