@@ -1,1 +1,76 @@
-//! placeholder
+//! What Qupia's tests share: a fresh database per test on SQLite or PostgreSQL, a
+//! test PKI issuing real certificates, services started in-process on `127.0.0.1:0`,
+//! and scans that prove personal data never reached a place it must not be.
+//!
+//! PostgreSQL tests run when `QUPIA_TEST_POSTGRES_URL` names a server to create
+//! databases on (CI sets it); without it they say they were skipped.
+
+mod db;
+mod pki;
+mod scan;
+mod vault;
+
+pub use db::{Backend, TestDb, postgres_admin_url};
+pub use pki::TestPki;
+pub use scan::{Leak, scan_bytes, scan_database, scan_text};
+pub use vault::{VaultHarness, connect};
+
+/// Test people that look like real personal data, so scans for them mean something.
+pub mod people {
+    /// (surname, given name, patronymic, e-mail, phone)
+    pub const PEOPLE: [(&str, &str, &str, &str, &str); 3] = [
+        (
+            "Нұрланова",
+            "Әйгерім",
+            "Серікқызы",
+            "aigerim.nurlanova@mail.kz",
+            "+77011234567",
+        ),
+        (
+            "Иванов",
+            "Пётр",
+            "Сергеевич",
+            "p.ivanov@example.ru",
+            "+77757654321",
+        ),
+        (
+            "O'Connor",
+            "Mary-Kate",
+            "",
+            "mk.oconnor@example.com",
+            "+77019876543",
+        ),
+    ];
+
+    /// Every value above, for scans (the empty patronymic left out).
+    pub fn needles() -> Vec<&'static str> {
+        PEOPLE
+            .iter()
+            .flat_map(|(a, b, c, d, e)| [*a, *b, *c, *d, *e])
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+}
+
+/// Runs a storage test on SQLite and on PostgreSQL: `storage_test!(name, body)`
+/// makes `name::sqlite` and `name::postgres`, each calling `body(Backend)`.
+#[macro_export]
+macro_rules! storage_test {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body($crate::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::postgres_admin_url().is_none() {
+                    eprintln!("skipped: QUPIA_TEST_POSTGRES_URL is not set");
+                    return;
+                }
+                super::$body($crate::Backend::Postgres).await;
+            }
+        }
+    };
+}

@@ -7,7 +7,9 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// A service identity: a SPIFFE-style URI such as `spiffe://qupia/ns/default/sa/gateway`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct ServiceIdentity(String);
 
@@ -19,7 +21,9 @@ pub enum IdentityError {
 
 impl ServiceIdentity {
     pub fn parse(uri: &str) -> Result<ServiceIdentity, IdentityError> {
-        let rest = uri.strip_prefix("spiffe://").ok_or(IdentityError::NotSpiffe)?;
+        let rest = uri
+            .strip_prefix("spiffe://")
+            .ok_or(IdentityError::NotSpiffe)?;
         let (trust_domain, path) = rest.split_once('/').ok_or(IdentityError::NotSpiffe)?;
         let domain_ok = !trust_domain.is_empty()
             && trust_domain
@@ -98,7 +102,8 @@ impl CallerIdentity {
         let Some(leaf) = certs.first() else {
             return CallerIdentity::Anonymous;
         };
-        identity_of_certificate(leaf.as_ref()).map_or(CallerIdentity::Anonymous, CallerIdentity::Service)
+        identity_of_certificate(leaf.as_ref())
+            .map_or(CallerIdentity::Anonymous, CallerIdentity::Service)
     }
 
     /// The identity, if there is one.
@@ -143,7 +148,11 @@ mod tests {
             "spiffe://qupia/ns/../sa/gateway",
             "spiffe://QUPIA/ns/default",
         ] {
-            assert_eq!(ServiceIdentity::parse(bad), Err(IdentityError::NotSpiffe), "{bad}");
+            assert_eq!(
+                ServiceIdentity::parse(bad),
+                Err(IdentityError::NotSpiffe),
+                "{bad}"
+            );
         }
     }
 

@@ -32,16 +32,20 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
-        Error::InvalidArgument { field: field.into(), reason: reason.into() }
+        Error::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     /// The same error, its field name prefixed with the path of the item it belongs
     /// to (`items[3].` + `person.email`).
     pub fn in_item(self, prefix: &str) -> Error {
         match self {
-            Error::InvalidArgument { field, reason } => {
-                Error::InvalidArgument { field: format!("{prefix}{field}"), reason }
-            }
+            Error::InvalidArgument { field, reason } => Error::InvalidArgument {
+                field: format!("{prefix}{field}"),
+                reason,
+            },
             other => other,
         }
     }
@@ -54,14 +58,18 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Integrity => Code::DataLoss,
             Error::Storage(err) => match err {
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Code::Unavailable,
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                    Code::Unavailable
+                }
                 _ => Code::Internal,
             },
             Error::Keys(err) => match err {
                 qupia_crypto::Error::Decrypt => Code::DataLoss,
                 qupia_crypto::Error::UnknownKeyVersion(_)
                 | qupia_crypto::Error::KeyVersionNotUsable { .. } => Code::FailedPrecondition,
-                qupia_crypto::Error::Keyring(_) | qupia_crypto::Error::Malformed(_) => Code::Internal,
+                qupia_crypto::Error::Keyring(_) | qupia_crypto::Error::Malformed(_) => {
+                    Code::Internal
+                }
             },
         }
     }
@@ -81,7 +89,9 @@ impl Error {
             }
             _ => match self {
                 Error::Keys(qupia_crypto::Error::Decrypt) => Error::Integrity.to_string(),
-                Error::Keys(_) => "the person's data key is under a key version that is not usable".to_owned(),
+                Error::Keys(_) => {
+                    "the person's data key is under a key version that is not usable".to_owned()
+                }
                 other => other.to_string(),
             },
         }

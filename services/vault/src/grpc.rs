@@ -36,7 +36,10 @@ impl VaultApi {
         if size > self.limits.max_request_bytes {
             return Err(Error::invalid(
                 "request",
-                format!("is {size} bytes, over the limit of {} bytes", self.limits.max_request_bytes),
+                format!(
+                    "is {size} bytes, over the limit of {} bytes",
+                    self.limits.max_request_bytes
+                ),
             )
             .into());
         }
@@ -48,7 +51,11 @@ impl VaultApi {
             return Err(Error::invalid("items", "must not be empty").into());
         }
         if len > self.limits.max_batch_items {
-            return Err(Error::invalid("items", format!("has more than {} items", self.limits.max_batch_items)).into());
+            return Err(Error::invalid(
+                "items",
+                format!("has more than {} items", self.limits.max_batch_items),
+            )
+            .into());
         }
         Ok(())
     }
@@ -70,8 +77,13 @@ pub fn authorize(
                 Ok(request)
             }
             _ => {
-                tracing::warn!(caller = caller.label(), "vault call refused: caller not trusted");
-                Err(Status::permission_denied("this caller may not call the vault"))
+                tracing::warn!(
+                    caller = caller.label(),
+                    "vault call refused: caller not trusted"
+                );
+                Err(Status::permission_denied(
+                    "this caller may not call the vault",
+                ))
             }
         }
     }
@@ -83,7 +95,10 @@ fn tokens_to_proto(tokens: Tokenized) -> proto::PersonTokens {
         field_tokens: tokens
             .field_tokens
             .into_iter()
-            .map(|(field, token)| proto::FieldToken { field: model::field_to_proto(field) as i32, token })
+            .map(|(field, token)| proto::FieldToken {
+                field: model::field_to_proto(field) as i32,
+                token,
+            })
             .collect(),
     }
 }
@@ -106,7 +121,10 @@ fn revealed_to_proto(revealed: Revealed) -> proto::RevealResponse {
 #[tonic::async_trait]
 impl VaultService for VaultApi {
     #[tracing::instrument(skip_all)]
-    async fn tokenize(&self, request: Request<proto::TokenizeRequest>) -> Result<Response<proto::TokenizeResponse>, Status> {
+    async fn tokenize(
+        &self,
+        request: Request<proto::TokenizeRequest>,
+    ) -> Result<Response<proto::TokenizeResponse>, Status> {
         let caller = self.admit(&request)?;
         let request = request.into_inner();
         let item = TokenizeItem {
@@ -114,9 +132,14 @@ impl VaultService for VaultApi {
             idempotency_key: model::idempotency_key(&request.idempotency_key)?,
         };
         let mut results = self.vault.tokenize(&caller, vec![item]).await?;
-        let tokens = results.pop().ok_or_else(|| Status::internal("no result"))??;
+        let tokens = results
+            .pop()
+            .ok_or_else(|| Status::internal("no result"))??;
         let replayed = tokens.replayed;
-        Ok(Response::new(proto::TokenizeResponse { tokens: Some(tokens_to_proto(tokens)), replayed }))
+        Ok(Response::new(proto::TokenizeResponse {
+            tokens: Some(tokens_to_proto(tokens)),
+            replayed,
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -133,33 +156,47 @@ impl VaultService for VaultApi {
         let mut valid = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let parsed = model::person(item.person).and_then(|person| {
-                Ok(TokenizeItem { person, idempotency_key: model::idempotency_key(&item.idempotency_key)? })
+                Ok(TokenizeItem {
+                    person,
+                    idempotency_key: model::idempotency_key(&item.idempotency_key)?,
+                })
             });
             match parsed {
                 Ok(item) => {
                     slots.push(Ok(valid.len()));
                     valid.push(item);
                 }
-                Err(err) => slots.push(Err(err.in_item(&format!("items[{i}]."))))
+                Err(err) => slots.push(Err(err.in_item(&format!("items[{i}].")))),
             }
         }
-        let mut stored: Vec<Option<Result<Tokenized, Error>>> =
-            if valid.is_empty() { Vec::new() } else { self.vault.tokenize(&caller, valid).await? }
-                .into_iter()
-                .map(Some)
-                .collect();
+        let mut stored: Vec<Option<Result<Tokenized, Error>>> = if valid.is_empty() {
+            Vec::new()
+        } else {
+            self.vault.tokenize(&caller, valid).await?
+        }
+        .into_iter()
+        .map(Some)
+        .collect();
         let results = slots
             .into_iter()
             .map(|slot| {
-                let outcome = slot.and_then(|index| stored[index].take().unwrap_or(Err(Error::NotFound("result"))));
+                let outcome = slot.and_then(|index| {
+                    stored[index]
+                        .take()
+                        .unwrap_or(Err(Error::NotFound("result")))
+                });
                 match outcome {
                     Ok(tokens) => proto::BatchTokenizeResult {
                         replayed: tokens.replayed,
-                        result: Some(proto::batch_tokenize_result::Result::Tokens(tokens_to_proto(tokens))),
+                        result: Some(proto::batch_tokenize_result::Result::Tokens(
+                            tokens_to_proto(tokens),
+                        )),
                     },
                     Err(err) => proto::BatchTokenizeResult {
                         replayed: false,
-                        result: Some(proto::batch_tokenize_result::Result::Error(ItemError::from(err))),
+                        result: Some(proto::batch_tokenize_result::Result::Error(
+                            ItemError::from(err),
+                        )),
                     },
                 }
             })
@@ -168,7 +205,10 @@ impl VaultService for VaultApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn reveal(&self, request: Request<proto::RevealRequest>) -> Result<Response<proto::RevealResponse>, Status> {
+    async fn reveal(
+        &self,
+        request: Request<proto::RevealRequest>,
+    ) -> Result<Response<proto::RevealResponse>, Status> {
         self.admit(&request)?;
         let request = request.into_inner();
         model::access_purpose(request.access.as_ref())?;
@@ -197,18 +237,27 @@ impl VaultService for VaultApi {
             }
             .await;
             let result = match outcome {
-                Ok(revealed) => proto::batch_reveal_result::Result::Revealed(revealed_to_proto(revealed)),
+                Ok(revealed) => {
+                    proto::batch_reveal_result::Result::Revealed(revealed_to_proto(revealed))
+                }
                 // Storage trouble fails the whole call rather than one item.
                 Err(err @ Error::Storage(_)) => return Err(err.into()),
-                Err(err) => proto::batch_reveal_result::Result::Error(ItemError::from(err.in_item(&prefix))),
+                Err(err) => {
+                    proto::batch_reveal_result::Result::Error(ItemError::from(err.in_item(&prefix)))
+                }
             };
-            results.push(proto::BatchRevealResult { result: Some(result) });
+            results.push(proto::BatchRevealResult {
+                result: Some(result),
+            });
         }
         Ok(Response::new(proto::BatchRevealResponse { results }))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn lookup(&self, request: Request<proto::LookupRequest>) -> Result<Response<proto::LookupResponse>, Status> {
+    async fn lookup(
+        &self,
+        request: Request<proto::LookupRequest>,
+    ) -> Result<Response<proto::LookupResponse>, Status> {
         self.admit(&request)?;
         let request = request.into_inner();
         model::access_purpose(request.access.as_ref())?;
@@ -224,17 +273,28 @@ impl VaultService for VaultApi {
     ) -> Result<Response<proto::UpdateFieldResponse>, Status> {
         self.admit(&request)?;
         let request = request.into_inner();
-        let person = self.vault.parse_token(&request.person_token, "person_token")?;
+        let person = self
+            .vault
+            .parse_token(&request.person_token, "person_token")?;
         let field = model::field(request.field, "field")?;
         let update = model::field_update(field, &request.value)?;
-        let field_token = self.vault.update_field(&person, update).await?.unwrap_or_default();
+        let field_token = self
+            .vault
+            .update_field(&person, update)
+            .await?
+            .unwrap_or_default();
         Ok(Response::new(proto::UpdateFieldResponse { field_token }))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn erase(&self, request: Request<proto::EraseRequest>) -> Result<Response<proto::EraseResponse>, Status> {
+    async fn erase(
+        &self,
+        request: Request<proto::EraseRequest>,
+    ) -> Result<Response<proto::EraseResponse>, Status> {
         self.admit(&request)?;
-        let person = self.vault.parse_token(&request.get_ref().person_token, "person_token")?;
+        let person = self
+            .vault
+            .parse_token(&request.get_ref().person_token, "person_token")?;
         let erased_fields = self.vault.erase(&person).await?;
         tracing::info!("person erased");
         Ok(Response::new(proto::EraseResponse { erased_fields }))

@@ -75,7 +75,10 @@ pub fn idempotency_key(key: &str) -> Result<Option<String>, Error> {
         ));
     }
     if !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::invalid("idempotency_key", "must be printable ASCII without spaces"));
+        return Err(Error::invalid(
+            "idempotency_key",
+            "must be printable ASCII without spaces",
+        ));
     }
     Ok(Some(key.to_owned()))
 }
@@ -148,8 +151,12 @@ pub fn lookup_key(key: Option<proto::lookup_request::Key>) -> Result<LookupKey, 
 
 pub fn field_update(field: Field, value: &str) -> Result<FieldUpdate, Error> {
     match field {
-        Field::Email => Email::parse(value).map(FieldUpdate::Email).map_err(|e| Error::invalid("value", e.reason)),
-        Field::Phone => Phone::parse(value).map(FieldUpdate::Phone).map_err(|e| Error::invalid("value", e.reason)),
+        Field::Email => Email::parse(value)
+            .map(FieldUpdate::Email)
+            .map_err(|e| Error::invalid("value", e.reason)),
+        Field::Phone => Phone::parse(value)
+            .map(FieldUpdate::Phone)
+            .map_err(|e| Error::invalid("value", e.reason)),
         Field::Patronymic if value.trim().is_empty() => Ok(FieldUpdate::Name(field, None)),
         Field::Surname | Field::GivenName | Field::Patronymic => NamePart::parse(value)
             .map(|part| FieldUpdate::Name(field, Some(part)))

@@ -49,9 +49,12 @@ pub async fn serve(
     let vault = Vault::new(store.clone(), keyring);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<VaultServiceServer<VaultApi>>().await;
+    health_reporter
+        .set_serving::<VaultServiceServer<VaultApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(qupia_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
     let insecure_dev = match &config.tls {

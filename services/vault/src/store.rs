@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use qupia_domain::Field;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Connection, Executor, Row};
+use sqlx::{AnyPool, Executor, Row};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -86,7 +86,11 @@ pub enum Inserted {
     New,
     /// The idempotency key was used before: the earlier person's id, their field
     /// tokens, and whether the earlier request carried the same data.
-    Replayed { person_id: [u8; 16], fields: Vec<(Field, [u8; 16])>, same_request: bool },
+    Replayed {
+        person_id: [u8; 16],
+        fields: Vec<(Field, [u8; 16])>,
+        same_request: bool,
+    },
 }
 
 /// A person with the fields asked for.
@@ -134,17 +138,6 @@ impl Store {
         let backend = Backend::of_url(url).ok_or(StoreError::UnknownBackend)?;
         let options = AnyConnectOptions::from_str(url)?;
 
-        // Migrations run on a connection of their own, before the pool opens.
-        let mut conn = sqlx::AnyConnection::connect_with(&options).await?;
-        if backend == Backend::Sqlite {
-            conn.execute("PRAGMA journal_mode = WAL").await?;
-        }
-        match backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&mut conn).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&mut conn).await?,
-        }
-        conn.close().await?;
-
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 1 } else { max_connections })
             .acquire_timeout(Duration::from_secs(10))
@@ -154,7 +147,7 @@ impl Store {
                         // FULL: a commit is on disk before the caller hears of it.
                         // secure_delete: erased rows are overwritten, not left in free pages.
                         conn.execute(
-                            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
                              PRAGMA secure_delete = ON; PRAGMA busy_timeout = 5000;",
                         )
                         .await?;
@@ -164,6 +157,10 @@ impl Store {
             })
             .connect_with(options)
             .await?;
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
         Ok(Store { pool, backend })
     }
 
@@ -258,7 +255,11 @@ impl Store {
 
     /// People whose blind-index entry for `field` matches one of `digests`
     /// (one digest per index-key version in use).
-    pub async fn lookup(&self, field: Field, digests: &[(u32, [u8; 32])]) -> Result<Vec<[u8; 16]>, sqlx::Error> {
+    pub async fn lookup(
+        &self,
+        field: Field,
+        digests: &[(u32, [u8; 32])],
+    ) -> Result<Vec<[u8; 16]>, sqlx::Error> {
         let mut found = Vec::new();
         for (version, digest) in digests {
             let rows = sqlx::query(
@@ -336,12 +337,17 @@ impl Store {
     }
 
     /// The token id of one field of a person, if stored.
-    pub async fn field_token(&self, person_id: &[u8; 16], field: Field) -> Result<Option<[u8; 16]>, sqlx::Error> {
-        let row = sqlx::query("SELECT token_id FROM field_values WHERE person_id = $1 AND field = $2")
-            .bind(person_id.to_vec())
-            .bind(field.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn field_token(
+        &self,
+        person_id: &[u8; 16],
+        field: Field,
+    ) -> Result<Option<[u8; 16]>, sqlx::Error> {
+        let row =
+            sqlx::query("SELECT token_id FROM field_values WHERE person_id = $1 AND field = $2")
+                .bind(person_id.to_vec())
+                .bind(field.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| id16(r.try_get("token_id")?)).transpose()
     }
 
@@ -368,18 +374,22 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         }
-        sqlx::query("INSERT INTO erasures (person_id, erased_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(person_id.to_vec())
-            .bind(now_millis())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO erasures (person_id, erased_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(person_id.to_vec())
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Some(u32::try_from(removed_fields).unwrap_or(u32::MAX)))
     }
 
     /// How many people are stored.
     pub async fn count_people(&self) -> Result<u64, sqlx::Error> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM persons").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM persons")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
     }
 }
@@ -407,10 +417,11 @@ async fn replayed(
     idempotency_key: &[u8; 32],
     request_digest: &[u8; 32],
 ) -> Result<Inserted, sqlx::Error> {
-    let row = sqlx::query("SELECT person_id, request_digest FROM persons WHERE idempotency_key = $1")
-        .bind(idempotency_key.to_vec())
-        .fetch_one(&mut **tx)
-        .await?;
+    let row =
+        sqlx::query("SELECT person_id, request_digest FROM persons WHERE idempotency_key = $1")
+            .bind(idempotency_key.to_vec())
+            .fetch_one(&mut **tx)
+            .await?;
     let person_id = id16(row.try_get("person_id")?)?;
     let stored_digest: Option<Vec<u8>> = row.try_get("request_digest")?;
     let rows = sqlx::query("SELECT field, token_id FROM field_values WHERE person_id = $1")
@@ -419,7 +430,10 @@ async fn replayed(
         .await?;
     let mut fields = Vec::with_capacity(rows.len());
     for row in rows {
-        fields.push((field_of(row.try_get("field")?)?, id16(row.try_get("token_id")?)?));
+        fields.push((
+            field_of(row.try_get("field")?)?,
+            id16(row.try_get("token_id")?)?,
+        ));
     }
     fields.sort_by_key(|(field, _)| *field);
     Ok(Inserted::Replayed {
@@ -429,7 +443,10 @@ async fn replayed(
     })
 }
 
-fn person_record(person_id: [u8; 16], rows: Vec<sqlx::any::AnyRow>) -> Result<Option<PersonRecord>, sqlx::Error> {
+fn person_record(
+    person_id: [u8; 16],
+    rows: Vec<sqlx::any::AnyRow>,
+) -> Result<Option<PersonRecord>, sqlx::Error> {
     let Some(first) = rows.first() else {
         return Ok(None);
     };
@@ -451,5 +468,9 @@ fn person_record(person_id: [u8; 16], rows: Vec<sqlx::any::AnyRow>) -> Result<Op
         });
     }
     fields.sort_by_key(|f| f.field);
-    Ok(Some(PersonRecord { person_id, key, fields }))
+    Ok(Some(PersonRecord {
+        person_id,
+        key,
+        fields,
+    }))
 }

@@ -8,9 +8,9 @@ use qupia_domain::Field;
 use qupia_transport::ServiceIdentity;
 use zeroize::Zeroizing;
 
+use crate::Error;
 use crate::model::{FieldUpdate, LookupKey, Person};
 use crate::store::{IndexEntry, Inserted, NewPerson, PersonKey, PersonRecord, Store, StoredField};
-use crate::Error;
 
 /// The data-key version new people get. Field ciphertexts bind it in their AAD, so
 /// a future re-keying of a person's DEK can tell old ciphertexts from new ones.
@@ -65,11 +65,16 @@ impl Vault {
     /// Parses a token string; a malformed or forged token is refused here, before
     /// any database work.
     pub fn parse_token(&self, token: &str, field_name: &str) -> Result<Token, Error> {
-        Token::parse(token, self.keyring.token_key()).map_err(|e| Error::invalid(field_name, e.to_string()))
+        Token::parse(token, self.keyring.token_key())
+            .map_err(|e| Error::invalid(field_name, e.to_string()))
     }
 
     /// Stores people, one transaction for all; a result per item.
-    pub async fn tokenize(&self, caller: &ServiceIdentity, items: Vec<TokenizeItem>) -> Result<Vec<Result<Tokenized, Error>>, Error> {
+    pub async fn tokenize(
+        &self,
+        caller: &ServiceIdentity,
+        items: Vec<TokenizeItem>,
+    ) -> Result<Vec<Result<Tokenized, Error>>, Error> {
         let mut rows = Vec::with_capacity(items.len());
         let mut tokens = Vec::with_capacity(items.len());
         for item in &items {
@@ -83,10 +88,17 @@ impl Vault {
             .zip(tokens)
             .map(|(outcome, fresh)| match outcome {
                 Inserted::New => Ok(fresh),
-                Inserted::Replayed { same_request: false, .. } => Err(Error::FailedPrecondition(
+                Inserted::Replayed {
+                    same_request: false,
+                    ..
+                } => Err(Error::FailedPrecondition(
                     "the idempotency key was used before with other data",
                 )),
-                Inserted::Replayed { person_id, fields, same_request: true } => Ok(Tokenized {
+                Inserted::Replayed {
+                    person_id,
+                    fields,
+                    same_request: true,
+                } => Ok(Tokenized {
                     person_token: self.encode(TokenKind::Person, person_id),
                     field_tokens: fields
                         .into_iter()
@@ -99,19 +111,28 @@ impl Vault {
     }
 
     /// Encrypts one person under a fresh data key and computes their index entries.
-    fn seal_person(&self, caller: &ServiceIdentity, item: &TokenizeItem) -> Result<(NewPerson, Tokenized), Error> {
+    fn seal_person(
+        &self,
+        caller: &ServiceIdentity,
+        item: &TokenizeItem,
+    ) -> Result<(NewPerson, Tokenized), Error> {
         let person_id = *Token::generate(TokenKind::Person).id();
         let dek = DataKey::generate();
         let wrapped = self.kek().wrap(&dek, &person_id)?;
         let mut fields = Vec::with_capacity(Field::ALL.len());
         let mut field_tokens = Vec::with_capacity(Field::ALL.len());
         for field in Field::ALL {
-            let Some(value) = item.person.value(field) else { continue };
+            let Some(value) = item.person.value(field) else {
+                continue;
+            };
             let token_id = *Token::generate(TokenKind::Field).id();
             fields.push(StoredField {
                 token_id,
                 field,
-                ciphertext: dek.seal(value.as_bytes(), &slot_aad(&person_id, field.as_str(), DEK_VERSION)),
+                ciphertext: dek.seal(
+                    value.as_bytes(),
+                    &slot_aad(&person_id, field.as_str(), DEK_VERSION),
+                ),
             });
             field_tokens.push((field, self.encode(TokenKind::Field, token_id)));
         }
@@ -125,7 +146,11 @@ impl Vault {
         });
         let row = NewPerson {
             person_id,
-            key: PersonKey { dek_wrapped: wrapped.bytes, kek_version: wrapped.kek_version, dek_version: DEK_VERSION },
+            key: PersonKey {
+                dek_wrapped: wrapped.bytes,
+                kek_version: wrapped.kek_version,
+                dek_version: DEK_VERSION,
+            },
             idempotency_key,
             request_digest: index_key.digest("request", &canonical_person(&item.person)),
             fields,
@@ -146,7 +171,10 @@ impl Vault {
             TokenKind::Person => self.store.person(token.id()).await?,
             TokenKind::Field => self.store.person_by_field_token(token.id()).await?,
             TokenKind::Document => {
-                return Err(Error::invalid("token", "a document token cannot be revealed as fields"));
+                return Err(Error::invalid(
+                    "token",
+                    "a document token cannot be revealed as fields",
+                ));
             }
         }
         .ok_or(Error::NotFound("token"))?;
@@ -160,7 +188,10 @@ impl Vault {
                     .map(|f| f.field)
                     .ok_or(Error::NotFound("token"))?;
                 if fields.iter().any(|f| *f != own) {
-                    return Err(Error::invalid("fields", "a field token reveals only its own field"));
+                    return Err(Error::invalid(
+                        "fields",
+                        "a field token reveals only its own field",
+                    ));
                 }
                 vec![own]
             }
@@ -174,16 +205,26 @@ impl Vault {
         let dek = self.unwrap_dek(record)?;
         let mut values = Vec::with_capacity(wanted.len());
         for stored in record.fields.iter().filter(|f| wanted.contains(&f.field)) {
-            let aad = slot_aad(&record.person_id, stored.field.as_str(), record.key.dek_version);
+            let aad = slot_aad(
+                &record.person_id,
+                stored.field.as_str(),
+                record.key.dek_version,
+            );
             let plaintext = dek.open(&stored.ciphertext, &aad)?;
             let text = std::str::from_utf8(&plaintext).map_err(|_| Error::Integrity)?;
             values.push((stored.field, Zeroizing::new(text.to_owned())));
         }
-        Ok(Revealed { person_token: self.encode(TokenKind::Person, record.person_id), values })
+        Ok(Revealed {
+            person_token: self.encode(TokenKind::Person, record.person_id),
+            values,
+        })
     }
 
     fn unwrap_dek(&self, record: &PersonRecord) -> Result<DataKey, Error> {
-        let wrapped = WrappedKey { kek_version: record.key.kek_version, bytes: record.key.dek_wrapped.clone() };
+        let wrapped = WrappedKey {
+            kek_version: record.key.kek_version,
+            bytes: record.key.dek_wrapped.clone(),
+        };
         Ok(self.kek().unwrap(&wrapped, &record.person_id)?)
     }
 
@@ -197,22 +238,40 @@ impl Vault {
             .keyring
             .blind_index_keys()
             .iter()
-            .map(|key| (key.version(), key.digest(field.as_str(), normalized.as_bytes())))
+            .map(|key| {
+                (
+                    key.version(),
+                    key.digest(field.as_str(), normalized.as_bytes()),
+                )
+            })
             .collect();
         let ids = self.store.lookup(field, &digests).await?;
-        Ok(ids.into_iter().map(|id| self.encode(TokenKind::Person, id)).collect())
+        Ok(ids
+            .into_iter()
+            .map(|id| self.encode(TokenKind::Person, id))
+            .collect())
     }
 
     /// Rectifies one field: new ciphertext (and index entry), same token.
     /// Returns the field's token, or `None` when the field was cleared.
-    pub async fn update_field(&self, person: &Token, update: FieldUpdate) -> Result<Option<String>, Error> {
+    pub async fn update_field(
+        &self,
+        person: &Token,
+        update: FieldUpdate,
+    ) -> Result<Option<String>, Error> {
         if person.kind() != TokenKind::Person {
             return Err(Error::invalid("person_token", "must be a person token"));
         }
-        let record = self.store.person(person.id()).await?.ok_or(Error::NotFound("person"))?;
+        let record = self
+            .store
+            .person(person.id())
+            .await?
+            .ok_or(Error::NotFound("person"))?;
         let dek = self.unwrap_dek(&record)?;
         let (field, value): (Field, Option<String>) = match &update {
-            FieldUpdate::Name(field, part) => (*field, part.as_ref().map(|p| p.as_str().to_owned())),
+            FieldUpdate::Name(field, part) => {
+                (*field, part.as_ref().map(|p| p.as_str().to_owned()))
+            }
             FieldUpdate::Email(email) => (Field::Email, Some(email.as_str().to_owned())),
             FieldUpdate::Phone(phone) => (Field::Phone, Some(phone.e164().to_owned())),
         };
@@ -224,7 +283,10 @@ impl Vault {
         let stored = value.as_ref().map(|value| StoredField {
             token_id,
             field,
-            ciphertext: dek.seal(value.as_bytes(), &slot_aad(person.id(), field.as_str(), record.key.dek_version)),
+            ciphertext: dek.seal(
+                value.as_bytes(),
+                &slot_aad(person.id(), field.as_str(), record.key.dek_version),
+            ),
         });
         let index: Vec<IndexEntry> = match &update {
             FieldUpdate::Email(email) => vec![self.index_entry(Field::Email, email.lookup_key())],
@@ -232,7 +294,11 @@ impl Vault {
             FieldUpdate::Name(..) => Vec::new(),
         };
         let cleared = stored.is_none();
-        if !self.store.update_field(person.id(), field, stored, &index).await? {
+        if !self
+            .store
+            .update_field(person.id(), field, stored, &index)
+            .await?
+        {
             return Err(Error::NotFound("person"));
         }
         Ok((!cleared).then(|| self.encode(TokenKind::Field, token_id)))
@@ -240,7 +306,11 @@ impl Vault {
 
     fn index_entry(&self, field: Field, normalized: &str) -> IndexEntry {
         let key = self.keyring.blind_index_key();
-        IndexEntry { field, version: key.version(), digest: key.digest(field.as_str(), normalized.as_bytes()) }
+        IndexEntry {
+            field,
+            version: key.version(),
+            digest: key.digest(field.as_str(), normalized.as_bytes()),
+        }
     }
 
     /// Crypto-shreds a person. Returns how many field values were destroyed.
@@ -248,20 +318,26 @@ impl Vault {
         if person.kind() != TokenKind::Person {
             return Err(Error::invalid("person_token", "must be a person token"));
         }
-        self.store.erase(person.id()).await?.ok_or(Error::NotFound("person"))
+        self.store
+            .erase(person.id())
+            .await?
+            .ok_or(Error::NotFound("person"))
     }
 }
 
 fn index_entries(keyring: &Keyring, person: &Person) -> Vec<IndexEntry> {
     let key = keyring.blind_index_key();
-    [(Field::Email, person.email.lookup_key()), (Field::Phone, person.phone.e164())]
-        .into_iter()
-        .map(|(field, normalized)| IndexEntry {
-            field,
-            version: key.version(),
-            digest: key.digest(field.as_str(), normalized.as_bytes()),
-        })
-        .collect()
+    [
+        (Field::Email, person.email.lookup_key()),
+        (Field::Phone, person.phone.e164()),
+    ]
+    .into_iter()
+    .map(|(field, normalized)| IndexEntry {
+        field,
+        version: key.version(),
+        digest: key.digest(field.as_str(), normalized.as_bytes()),
+    })
+    .collect()
 }
 
 /// An unambiguous encoding of a person's values, only ever fed to a keyed HMAC

@@ -1,0 +1,120 @@
+//! A fresh database for each test.
+
+use std::path::PathBuf;
+
+use sqlx::{Connection, Executor};
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests create their databases on, if configured.
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var("QUPIA_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// A database that exists for one test; a PostgreSQL one is dropped afterwards.
+#[derive(Debug)]
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    /// The SQLite file, for byte scans.
+    pub sqlite_path: Option<PathBuf>,
+    postgres: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub async fn create(backend: Backend, stem: &str) -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => {
+                let path = dir.path().join(format!("{stem}.db"));
+                TestDb {
+                    backend,
+                    url: format!("sqlite://{}?mode=rwc", path.display()),
+                    sqlite_path: Some(path),
+                    postgres: None,
+                    _dir: dir,
+                }
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url().expect("QUPIA_TEST_POSTGRES_URL is set");
+                let name = format!("qupia_{stem}_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .expect("connect to the PostgreSQL named by QUPIA_TEST_POSTGRES_URL");
+                conn.execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .expect("create a test database");
+                let url = database_url(&admin, &name);
+                TestDb {
+                    backend,
+                    url,
+                    sqlite_path: None,
+                    postgres: Some((admin, name)),
+                    _dir: dir,
+                }
+            }
+        }
+    }
+}
+
+/// `admin` with its database name replaced by `name`.
+fn database_url(admin: &str, name: &str) -> String {
+    let (base, query) = match admin.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin, None),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[after_scheme..].find('/') {
+        Some(slash) => &base[..after_scheme + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside any runtime guarantee: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn replaces_the_database_name() {
+        assert_eq!(
+            super::database_url("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+            "postgres://postgres@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            super::database_url("postgres://postgres@127.0.0.1:5432?sslmode=disable", "t1"),
+            "postgres://postgres@127.0.0.1:5432/t1?sslmode=disable"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! The vault, started in-process on `127.0.0.1:0` over real mTLS.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use qupia_api::vault::v1::vault_service_client::VaultServiceClient;
+use qupia_transport::{ServiceIdentity, TlsFiles, TlsMode};
+use qupia_vault::{Config, Limits};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{Backend, TestDb, TestPki};
+
+/// A running vault with its database, keyring and PKI.
+#[derive(Debug)]
+pub struct VaultHarness {
+    pub addr: SocketAddr,
+    pub db: TestDb,
+    pub pki: TestPki,
+    pub keyring_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), qupia_vault::ServeError>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Opens an mTLS channel to `addr` as the holder of `files`, expecting the server
+/// certificate to carry `server_name`.
+pub async fn connect(
+    addr: SocketAddr,
+    files: &TlsFiles,
+    server_name: &str,
+) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(format!("https://{addr}"))
+        .expect("a valid URI")
+        .tls_config(files.client_config(server_name).expect("read TLS files"))?
+        .connect()
+        .await
+}
+
+impl VaultHarness {
+    /// Starts a vault that trusts the gateway's identity.
+    pub async fn start(backend: Backend) -> VaultHarness {
+        Self::start_with(backend, Limits::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, limits: Limits) -> VaultHarness {
+        let db = TestDb::create(backend, "vault").await;
+        let pki = TestPki::new();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keyring_path = dir.path().join("keyring.json");
+        let mut harness = VaultHarness {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            db,
+            pki,
+            keyring_path,
+            stop: None,
+            task: None,
+            _dir: dir,
+        };
+        harness.limits_start(limits).await;
+        harness
+    }
+
+    async fn limits_start(&mut self, limits: Limits) {
+        let config = Config {
+            database_url: self.db.url.clone(),
+            max_connections: 8,
+            keyring_path: self.keyring_path.clone(),
+            tls: TlsMode::Mtls(self.pki.service("vault")),
+            trusted_callers: vec![ServiceIdentity::for_service("default", "gateway")],
+            limits,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        self.addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        self.stop = Some(stop);
+        self.task = Some(tokio::spawn(qupia_vault::serve(config, listener, async {
+            let _ = stopped.await;
+        })));
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the vault did not start listening");
+    }
+
+    /// Stops the vault and waits until it has drained and closed its database.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("vault task")
+                .expect("vault stopped cleanly");
+        }
+    }
+
+    /// A client holding a certificate for `spiffe://qupia/ns/default/sa/<service>`.
+    pub async fn client_as(&self, service: &str) -> VaultServiceClient<Channel> {
+        let files = self.pki.service(service);
+        VaultServiceClient::new(
+            connect(self.addr, &files, "vault")
+                .await
+                .expect("connect to the vault"),
+        )
+    }
+
+    /// A client with the gateway's identity: the one the vault trusts.
+    pub async fn gateway(&self) -> VaultServiceClient<Channel> {
+        self.client_as("gateway").await
+    }
+}
+
+impl Drop for VaultHarness {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
