@@ -3,7 +3,12 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["qupia/types/v1/types.proto", "qupia/vault/v1/vault.proto"];
+const PROTOS: &[&str] = &[
+    "qupia/types/v1/types.proto",
+    "qupia/vault/v1/vault.proto",
+    "qupia/audit/v1/audit.proto",
+    "qupia/gateway/v1/gateway.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
@@ -17,10 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(&files, [&root])?;
 
     // Reflection serves this set; compile_fds does not write it by itself.
-    std::fs::write(
-        out.join("qupia_descriptor.bin"),
-        prost::Message::encode_to_vec(&descriptors),
-    )?;
+    std::fs::write(out.join("qupia_descriptor.bin"), prost::Message::encode_to_vec(&descriptors))?;
     tonic_prost_build::configure().compile_fds(descriptors)?;
     Ok(())
 }

@@ -1,8 +1,11 @@
 //! Qupia's gRPC API as generated Rust: messages, clients and servers for every
 //! service, and the encoded descriptor set that server reflection serves.
 //!
-//! Only generated code lives here. Validation of what a request carries happens in
+//! Generated code lives here, with the conversions between its enums and the
+//! domain types. Validation of what a request carries happens in
 //! each service, at the edge, into the domain types of `qupia-domain`.
+
+pub mod convert;
 
 /// Shared types: fields, purposes, per-item errors.
 pub mod types {
@@ -20,6 +23,22 @@ pub mod vault {
     }
 }
 
+/// The access log's API, served by the vault (to the gateway) and the gateway (to
+/// the security team).
+pub mod audit {
+    #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("qupia.audit.v1");
+    }
+}
+
+/// The gateway: the API internal services call.
+pub mod gateway {
+    #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("qupia.gateway.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every Qupia proto, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/qupia_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/qupia_descriptor.bin"));

@@ -118,27 +118,16 @@ pub(crate) fn seal_with_key(key: &[u8; KEY_LEN], plaintext: &[u8], aad: &[u8]) -
 }
 
 /// Inverse of [`seal_with_key`].
-pub(crate) fn open_with_key(
-    key: &[u8; KEY_LEN],
-    sealed: &[u8],
-    aad: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, Error> {
+pub(crate) fn open_with_key(key: &[u8; KEY_LEN], sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
     if sealed.len() < NONCE_LEN + TAG_LEN {
-        return Err(Error::Malformed(
-            "sealed value is shorter than its nonce and tag",
-        ));
+        return Err(Error::Malformed("sealed value is shorter than its nonce and tag"));
     }
     let (nonce, rest) = sealed.split_at(NONCE_LEN);
     let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
     let mut buffer = Zeroizing::new(ciphertext.to_vec());
     cipher
-        .decrypt_in_place_detached(
-            Nonce::from_slice(nonce),
-            aad,
-            &mut buffer,
-            Tag::from_slice(tag),
-        )
+        .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buffer, Tag::from_slice(tag))
         .map_err(|_| Error::Decrypt)?;
     Ok(buffer)
 }
@@ -187,10 +176,7 @@ mod tests {
             ("other field", slot_aad(&PERSON, "name.family", 1)),
             ("other dek version", slot_aad(&PERSON, "name.given", 2)),
         ] {
-            assert!(
-                matches!(key.open(&sealed, &aad), Err(Error::Decrypt)),
-                "{what} must not open"
-            );
+            assert!(matches!(key.open(&sealed, &aad), Err(Error::Decrypt)), "{what} must not open");
         }
     }
 
@@ -198,10 +184,7 @@ mod tests {
     fn another_key_fails_to_open() {
         let aad = slot_aad(&PERSON, "email", 1);
         let sealed = DataKey::generate().seal(b"secret", &aad);
-        assert!(matches!(
-            DataKey::generate().open(&sealed, &aad),
-            Err(Error::Decrypt)
-        ));
+        assert!(matches!(DataKey::generate().open(&sealed, &aad), Err(Error::Decrypt)));
     }
 
     #[test]
@@ -231,10 +214,7 @@ mod tests {
         }
         // Cutting anywhere in a longer value is caught by the tag.
         for len in NONCE_LEN + TAG_LEN..sealed.len() {
-            assert!(matches!(
-                key.open(&sealed[..len], &aad),
-                Err(Error::Decrypt)
-            ));
+            assert!(matches!(key.open(&sealed[..len], &aad), Err(Error::Decrypt)));
         }
     }
 
@@ -242,10 +222,7 @@ mod tests {
     fn slot_aad_does_not_collide_when_parts_shift() {
         // A field name that ends in what looks like a version must not alias another slot.
         assert_ne!(slot_aad(&PERSON, "a", 1), slot_aad(&PERSON, "a\0", 1));
-        assert_ne!(
-            slot_aad(&PERSON, "email", 1),
-            slot_aad(&PERSON, "email", 256)
-        );
+        assert_ne!(slot_aad(&PERSON, "email", 1), slot_aad(&PERSON, "email", 256));
         assert!(slot_aad(&PERSON, "email", 1).starts_with(&[0, 0, 0, 0, 0, 0, 0, 13]));
     }
 

@@ -55,10 +55,7 @@ impl Kek {
     fn generate(state: KeyState) -> Kek {
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         OsRng.fill_bytes(key.as_mut());
-        Kek {
-            state,
-            key: Arc::new(key),
-        }
+        Kek { state, key: Arc::new(key) }
     }
 }
 
@@ -72,10 +69,7 @@ impl KeySet {
 
     /// The invariants every loaded or changed key set keeps.
     fn check(&self) -> Result<(), &'static str> {
-        let mut active = self
-            .keks
-            .iter()
-            .filter(|(_, kek)| kek.state == KeyState::Active);
+        let mut active = self.keks.iter().filter(|(_, kek)| kek.state == KeyState::Active);
         let Some((&active_version, _)) = active.next() else {
             return Err("has no active kek version");
         };
@@ -93,10 +87,7 @@ impl KeySet {
         if self.index_keys.is_empty() {
             return Err("has no blind-index key");
         }
-        let strictly_newest_first = self
-            .index_keys
-            .windows(2)
-            .all(|pair| pair[0].version() > pair[1].version());
+        let strictly_newest_first = self.index_keys.windows(2).all(|pair| pair[0].version() > pair[1].version());
         if !strictly_newest_first {
             return Err("has duplicate blind-index key versions");
         }
@@ -113,9 +104,7 @@ impl KeySet {
     }
 
     fn current_index_key(&self) -> &Arc<BlindIndexKey> {
-        self.index_keys
-            .first()
-            .expect("a checked key set has a blind-index key")
+        self.index_keys.first().expect("a checked key set has a blind-index key")
     }
 }
 
@@ -128,9 +117,7 @@ impl Keyring {
     /// place only if `path` still does not exist; if another process created it first,
     /// its keys are loaded instead, so two processes never end up with different keys.
     pub fn load_or_create(path: &Path) -> Result<Keyring, Error> {
-        let exists = path
-            .try_exists()
-            .map_err(|err| file::io_error("check", path, &err))?;
+        let exists = path.try_exists().map_err(|err| file::io_error("check", path, &err))?;
         if exists {
             return Keyring::load(path);
         }
@@ -150,18 +137,12 @@ impl Keyring {
     /// two active versions). Messages name the path, never a key.
     pub fn load(path: &Path) -> Result<Keyring, Error> {
         let (keys, token_key) = file::read(path)?;
-        keys.check()
-            .map_err(|problem| Error::Keyring(format!("keyring {} {problem}", path.display())))?;
+        keys.check().map_err(|problem| Error::Keyring(format!("keyring {} {problem}", path.display())))?;
         Ok(Keyring::from_parts(path, keys, token_key))
     }
 
     fn from_parts(path: &Path, keys: KeySet, token_key: TokenKey) -> Keyring {
-        Keyring {
-            path: path.to_owned(),
-            keys: RwLock::new(keys),
-            token_key,
-            admin: Mutex::new(()),
-        }
+        Keyring { path: path.to_owned(), keys: RwLock::new(keys), token_key, admin: Mutex::new(()) }
     }
 
     pub fn path(&self) -> &Path {
@@ -189,12 +170,9 @@ impl Keyring {
     pub fn rotate_kek(&self) -> Result<u32, Error> {
         self.change(|keys, path| {
             let (active, _) = keys.active();
-            let version = active.checked_add(1).ok_or_else(|| {
-                Error::Keyring(format!(
-                    "keyring {} has no kek version left",
-                    path.display()
-                ))
-            })?;
+            let version = active
+                .checked_add(1)
+                .ok_or_else(|| Error::Keyring(format!("keyring {} has no kek version left", path.display())))?;
             for kek in keys.keks.values_mut() {
                 if kek.state == KeyState::Active {
                     kek.state = KeyState::DecryptOnly;
@@ -212,18 +190,12 @@ impl Keyring {
     /// key; rotate first). Both refusals are [`Error::KeyVersionNotUsable`] naming the version's present state.
     pub fn set_kek_state(&self, version: u32, state: KeyState) -> Result<(), Error> {
         self.change(|keys, _| {
-            let kek = keys
-                .keks
-                .get_mut(&version)
-                .ok_or(Error::UnknownKeyVersion(version))?;
+            let kek = keys.keks.get_mut(&version).ok_or(Error::UnknownKeyVersion(version))?;
             if kek.state == state {
                 return Ok(());
             }
             if kek.state == KeyState::Active || state == KeyState::Active {
-                return Err(Error::KeyVersionNotUsable {
-                    version,
-                    state: kek.state,
-                });
+                return Err(Error::KeyVersionNotUsable { version, state: kek.state });
             }
             kek.state = state;
             Ok(())
@@ -235,15 +207,9 @@ impl Keyring {
     /// so destruction always follows a period in which unwraps under it were refused.
     pub fn destroy_kek(&self, version: u32) -> Result<(), Error> {
         self.change(|keys, _| {
-            let kek = keys
-                .keks
-                .get(&version)
-                .ok_or(Error::UnknownKeyVersion(version))?;
+            let kek = keys.keks.get(&version).ok_or(Error::UnknownKeyVersion(version))?;
             if kek.state != KeyState::Retired {
-                return Err(Error::KeyVersionNotUsable {
-                    version,
-                    state: kek.state,
-                });
+                return Err(Error::KeyVersionNotUsable { version, state: kek.state });
             }
             keys.keks.remove(&version);
             Ok(())
@@ -255,18 +221,10 @@ impl Keyring {
     /// are not reindexed yet.
     pub fn rotate_blind_index_key(&self) -> Result<u32, Error> {
         self.change(|keys, path| {
-            let version = keys
-                .current_index_key()
-                .version()
-                .checked_add(1)
-                .ok_or_else(|| {
-                    Error::Keyring(format!(
-                        "keyring {} has no blind-index key version left",
-                        path.display()
-                    ))
-                })?;
-            keys.index_keys
-                .insert(0, Arc::new(BlindIndexKey::generate(version)));
+            let version = keys.current_index_key().version().checked_add(1).ok_or_else(|| {
+                Error::Keyring(format!("keyring {} has no blind-index key version left", path.display()))
+            })?;
+            keys.index_keys.insert(0, Arc::new(BlindIndexKey::generate(version)));
             Ok(version)
         })
     }
@@ -292,16 +250,11 @@ impl Keyring {
 
     /// Applies `edit` to a copy of the key set, saves the copy, and only then lets wraps
     /// and lookups see it. On any error the keyring in memory and on disk is unchanged.
-    fn change<T>(
-        &self,
-        edit: impl FnOnce(&mut KeySet, &Path) -> Result<T, Error>,
-    ) -> Result<T, Error> {
+    fn change<T>(&self, edit: impl FnOnce(&mut KeySet, &Path) -> Result<T, Error>) -> Result<T, Error> {
         let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = self.read_keys().clone();
         let outcome = edit(&mut next, &self.path)?;
-        next.check().map_err(|problem| {
-            Error::Keyring(format!("keyring {} {problem}", self.path.display()))
-        })?;
+        next.check().map_err(|problem| Error::Keyring(format!("keyring {} {problem}", self.path.display())))?;
         file::replace(&self.path, &next, &self.token_key)?;
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = next;
         Ok(outcome)
@@ -323,12 +276,7 @@ impl KeyProvider for Keyring {
     }
 
     fn versions(&self) -> Vec<(u32, KeyState)> {
-        self.read_keys()
-            .keks
-            .iter()
-            .rev()
-            .map(|(version, kek)| (*version, kek.state))
-            .collect()
+        self.read_keys().keks.iter().rev().map(|(version, kek)| (*version, kek.state)).collect()
     }
 
     fn wrap(&self, dek: &DataKey, context: &[u8]) -> Result<WrappedKey, Error> {
@@ -346,15 +294,9 @@ impl KeyProvider for Keyring {
         let version = wrapped.kek_version;
         let key = {
             let keys = self.read_keys();
-            let kek = keys
-                .keks
-                .get(&version)
-                .ok_or(Error::UnknownKeyVersion(version))?;
+            let kek = keys.keks.get(&version).ok_or(Error::UnknownKeyVersion(version))?;
             if !kek.state.can_unwrap() {
-                return Err(Error::KeyVersionNotUsable {
-                    version,
-                    state: kek.state,
-                });
+                return Err(Error::KeyVersionNotUsable { version, state: kek.state });
             }
             Arc::clone(&kek.key)
         };
@@ -366,12 +308,7 @@ impl KeyProvider for Keyring {
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let keys = self.read_keys();
-        let keks: Vec<(u32, KeyState)> = keys
-            .keks
-            .iter()
-            .rev()
-            .map(|(version, kek)| (*version, kek.state))
-            .collect();
+        let keks: Vec<(u32, KeyState)> = keys.keks.iter().rev().map(|(version, kek)| (*version, kek.state)).collect();
         let index_keys: Vec<u32> = keys.index_keys.iter().map(|key| key.version()).collect();
         f.debug_struct("Keyring")
             .field("path", &self.path)

@@ -10,15 +10,10 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Every base64 spelling of `bytes`, without the padding so a prefix match still counts.
 pub(crate) fn base64_forms(bytes: &[u8]) -> Vec<String> {
-    [
-        STANDARD.encode(bytes),
-        STANDARD_NO_PAD.encode(bytes),
-        URL_SAFE.encode(bytes),
-        URL_SAFE_NO_PAD.encode(bytes),
-    ]
-    .into_iter()
-    .map(|s| s.trim_end_matches('=').to_owned())
-    .collect()
+    [STANDARD.encode(bytes), STANDARD_NO_PAD.encode(bytes), URL_SAFE.encode(bytes), URL_SAFE_NO_PAD.encode(bytes)]
+        .into_iter()
+        .map(|s| s.trim_end_matches('=').to_owned())
+        .collect()
 }
 
 /// Asserts that `printed` contains neither the hex nor any base64 form of `key`.
@@ -28,9 +23,6 @@ pub(crate) fn assert_no_key_bytes(printed: &str, key: &[u8]) {
         "hex of the key leaked into {printed:?}"
     );
     for encoded in base64_forms(key) {
-        assert!(
-            !printed.contains(&encoded),
-            "base64 of the key leaked into {printed:?}"
-        );
+        assert!(!printed.contains(&encoded), "base64 of the key leaked into {printed:?}");
     }
 }

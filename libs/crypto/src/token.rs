@@ -125,20 +125,13 @@ impl Token {
         let kind = TokenKind::from_prefix(prefix).ok_or(TokenError::Malformed)?;
         // Room for the decoder's conservative size estimate; the exact length is checked.
         let mut raw = [0u8; RAW_LEN + 6];
-        let decoded = URL_SAFE_NO_PAD
-            .decode_slice(body, &mut raw)
-            .map_err(|_| TokenError::Malformed)?;
+        let decoded = URL_SAFE_NO_PAD.decode_slice(body, &mut raw).map_err(|_| TokenError::Malformed)?;
         if decoded != RAW_LEN {
             return Err(TokenError::Malformed);
         }
         let (id, tag) = raw[..RAW_LEN].split_at(ID_LEN);
-        key.mac(kind, id)
-            .verify_truncated_left(tag)
-            .map_err(|_| TokenError::Forged)?;
-        let mut token = Token {
-            kind,
-            id: [0u8; ID_LEN],
-        };
+        key.mac(kind, id).verify_truncated_left(tag).map_err(|_| TokenError::Forged)?;
+        let mut token = Token { kind, id: [0u8; ID_LEN] };
         token.id.copy_from_slice(id);
         Ok(token)
     }
@@ -182,8 +175,8 @@ impl TokenKey {
 
     /// The MAC over a token's kind and id, ready to finalize or verify.
     fn mac(&self, kind: TokenKind, id: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.bytes.as_ref())
-            .expect("hmac accepts keys of any length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(self.bytes.as_ref()).expect("hmac accepts keys of any length");
         let mut input = Vec::with_capacity(3 * 8 + TOKEN_DOMAIN.len() + PREFIX_LEN + ID_LEN);
         push_part(&mut input, TOKEN_DOMAIN);
         push_part(&mut input, kind.prefix().as_bytes());
@@ -264,10 +257,7 @@ mod tests {
         let mut changed = text.into_bytes();
         changed[10] = if changed[10] == b'A' { b'B' } else { b'A' };
         let changed = String::from_utf8(changed).expect("ascii");
-        assert!(matches!(
-            Token::parse(&changed, &key),
-            Err(TokenError::Forged | TokenError::Malformed)
-        ));
+        assert!(matches!(Token::parse(&changed, &key), Err(TokenError::Forged | TokenError::Malformed)));
     }
 
     #[test]
@@ -285,10 +275,7 @@ mod tests {
     #[test]
     fn token_under_another_key_is_forged() {
         let text = Token::generate(TokenKind::Document).encode(&TokenKey::generate());
-        assert_eq!(
-            Token::parse(&text, &TokenKey::generate()),
-            Err(TokenError::Forged)
-        );
+        assert_eq!(Token::parse(&text, &TokenKey::generate()), Err(TokenError::Forged));
     }
 
     #[test]
@@ -308,12 +295,7 @@ mod tests {
             format!("qp{}{}", "é", &valid[PREFIX_LEN..]),
         ];
         for case in &cases {
-            assert_eq!(
-                Token::parse(case, &key),
-                Err(TokenError::Malformed),
-                "{} chars",
-                case.len()
-            );
+            assert_eq!(Token::parse(case, &key), Err(TokenError::Malformed), "{} chars", case.len());
         }
     }
 

@@ -15,8 +15,6 @@ impl InvalidValue {
     /// Builds an error from a fixed phrase; taking `&'static str` keeps callers from
     /// formatting the input into the reason by accident.
     pub fn new(reason: &'static str) -> InvalidValue {
-        InvalidValue {
-            reason: reason.to_owned(),
-        }
+        InvalidValue { reason: reason.to_owned() }
     }
 }

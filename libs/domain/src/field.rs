@@ -17,13 +17,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 5] = [
-        Field::Surname,
-        Field::GivenName,
-        Field::Patronymic,
-        Field::Email,
-        Field::Phone,
-    ];
+    pub const ALL: [Field; 5] = [Field::Surname, Field::GivenName, Field::Patronymic, Field::Email, Field::Phone];
 
     /// The stable name of the field. These strings are stored in databases and written
     /// in policies, so they must never change once released.
@@ -80,18 +74,12 @@ mod tests {
     #[test]
     fn stored_names_are_stable() {
         let names: Vec<&str> = Field::ALL.iter().map(|f| f.as_str()).collect();
-        assert_eq!(
-            names,
-            ["surname", "given_name", "patronymic", "email", "phone"]
-        );
+        assert_eq!(names, ["surname", "given_name", "patronymic", "email", "phone"]);
     }
 
     #[test]
     fn only_the_three_name_fields_are_name_parts() {
-        let parts: Vec<Field> = Field::ALL
-            .into_iter()
-            .filter(|f| f.is_name_part())
-            .collect();
+        let parts: Vec<Field> = Field::ALL.into_iter().filter(|f| f.is_name_part()).collect();
         assert_eq!(parts, [Field::Surname, Field::GivenName, Field::Patronymic]);
     }
 

@@ -25,8 +25,7 @@ const TOO_LONG: &str = "is longer than 100 characters";
 const DIGIT: &str = "contains a digit";
 const INVISIBLE: &str = "contains an invisible or control character";
 const NOT_ALLOWED: &str = "contains a character that is not allowed in a name";
-const MISPLACED_JOINER: &str =
-    "has a space, hyphen or apostrophe at the start, at the end or next to another";
+const MISPLACED_JOINER: &str = "has a space, hyphen or apostrophe at the start, at the end or next to another";
 
 /// One part of a person's name (a surname, a given name or a patronymic), trimmed,
 /// NFC-normalised and with internal whitespace collapsed to single spaces.
@@ -130,11 +129,7 @@ fn check_shape(part: &str) -> Result<(), InvalidValue> {
             return Err(InvalidValue::new(NOT_ALLOWED));
         }
     }
-    if after_letter {
-        Ok(())
-    } else {
-        Err(InvalidValue::new(MISPLACED_JOINER))
-    }
+    if after_letter { Ok(()) } else { Err(InvalidValue::new(MISPLACED_JOINER)) }
 }
 
 /// A letter of the Latin or Cyrillic script. `is_alphabetic` keeps out the symbols
@@ -204,41 +199,23 @@ mod tests {
 
     #[test]
     fn kazakh_names_are_accepted_unchanged() {
-        for name in [
-            "Әбдіғаппар",
-            "Құрманғазы",
-            "Нұрсұлтанұлы",
-            "Өмірзақ",
-            "Ұлжан",
-            "Һадиша",
-            "Үміт",
-            "Ақбота",
-            "ӘҒҚҢӨҰҮҺІ",
-        ] {
-            assert_eq!(ok(name), name);
-        }
-    }
-
-    #[test]
-    fn russian_names_are_accepted_unchanged() {
-        for name in ["Иванов", "Петрова-Водкина", "Алёна", "Сергеевич"]
+        for name in
+            ["Әбдіғаппар", "Құрманғазы", "Нұрсұлтанұлы", "Өмірзақ", "Ұлжан", "Һадиша", "Үміт", "Ақбота", "ӘҒҚҢӨҰҮҺІ"]
         {
             assert_eq!(ok(name), name);
         }
     }
 
     #[test]
+    fn russian_names_are_accepted_unchanged() {
+        for name in ["Иванов", "Петрова-Водкина", "Алёна", "Сергеевич"] {
+            assert_eq!(ok(name), name);
+        }
+    }
+
+    #[test]
     fn latin_names_with_joiners_are_accepted() {
-        for name in [
-            "O'Brien",
-            "O’Brien",
-            "Oʼbrien",
-            "Anne-Marie",
-            "Jean Luc",
-            "Müller",
-            "Nguyễn",
-            "Łukasz",
-        ] {
+        for name in ["O'Brien", "O’Brien", "Oʼbrien", "Anne-Marie", "Jean Luc", "Müller", "Nguyễn", "Łukasz"] {
             assert_eq!(ok(name), name);
         }
     }
@@ -305,30 +282,14 @@ mod tests {
 
     #[test]
     fn other_scripts_and_symbols_are_refused() {
-        for name in [
-            "Αλέξανδρος",
-            "王伟",
-            "محمد",
-            "Иван!",
-            "Ivan_",
-            "Ива×нов",
-            "Ivan.",
-        ] {
+        for name in ["Αλέξανδρος", "王伟", "محمد", "Иван!", "Ivan_", "Ива×нов", "Ivan."] {
             assert_eq!(reason(name), NOT_ALLOWED);
         }
     }
 
     #[test]
     fn joiners_only_between_letters() {
-        for name in [
-            "-Anne",
-            "Anne-",
-            "O''Brien",
-            "Anne--Marie",
-            "Anne -Marie",
-            "'",
-            "’Ivan",
-        ] {
+        for name in ["-Anne", "Anne-", "O''Brien", "Anne--Marie", "Anne -Marie", "'", "’Ivan"] {
             assert_eq!(reason(name), MISPLACED_JOINER);
         }
     }
@@ -347,24 +308,15 @@ mod tests {
         let started = Instant::now();
         assert_eq!(reason(&huge), "is longer than 100 characters");
         assert_eq!(reason(&"a".repeat(10_000)), "is longer than 100 characters");
-        assert_eq!(
-            reason(&"a".repeat(1_000_000)),
-            "is longer than 100 characters"
-        );
+        assert_eq!(reason(&"a".repeat(1_000_000)), "is longer than 100 characters");
         // Generous bound: the point is that the cost does not grow with the input.
         assert!(started.elapsed() < Duration::from_millis(200));
     }
 
     #[test]
     fn errors_never_contain_the_input() {
-        for input in [
-            "Иван0в",
-            "Ива\u{202E}нов",
-            "Αλέξανδρος",
-            "-Anne",
-            &"Жанна".repeat(30),
-            "Jean\nLuc",
-        ] {
+        for input in ["Иван0в", "Ива\u{202E}нов", "Αλέξανδρος", "-Anne", &"Жанна".repeat(30), "Jean\nLuc"]
+        {
             let message = reason(input);
             assert!(!message.contains(input));
             for word in input.split(|c: char| !c.is_alphabetic()) {
@@ -382,11 +334,7 @@ mod tests {
             given_name: NamePart::parse("Айгерим").unwrap(),
             patronymic: Some(NamePart::parse("Нурлановна").unwrap()),
         };
-        for shown in [
-            format!("{name:?}"),
-            format!("{name:#?}"),
-            format!("{:?}", name.surname),
-        ] {
+        for shown in [format!("{name:?}"), format!("{name:#?}"), format!("{:?}", name.surname)] {
             for value in ["Назарбаева", "Айгерим", "Нурлановна"] {
                 assert!(!shown.contains(value));
             }
@@ -396,9 +344,6 @@ mod tests {
 
     #[test]
     fn equal_after_normalisation_means_equal() {
-        assert_eq!(
-            NamePart::parse(" Петрова-Водкина ").unwrap(),
-            NamePart::parse("Петрова-Водкина").unwrap()
-        );
+        assert_eq!(NamePart::parse(" Петрова-Водкина ").unwrap(), NamePart::parse("Петрова-Водкина").unwrap());
     }
 }

@@ -97,9 +97,7 @@ mod tests {
     }
 
     fn country(input: &str) -> Option<Id> {
-        phonenumber::parse(Some(DEFAULT_REGION), input)
-            .ok()
-            .and_then(|n| n.country().id())
+        phonenumber::parse(Some(DEFAULT_REGION), input).ok().and_then(|n| n.country().id())
     }
 
     #[test]
@@ -171,16 +169,12 @@ mod tests {
         const ALPHABET: &[u8] = b"0123456789+-() ./";
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             (state >> 33) as usize
         };
         for _ in 0..5_000 {
             let len = next() % (MAX_CHARS + 1);
-            let input: String = (0..len)
-                .map(|_| char::from(ALPHABET[next() % ALPHABET.len()]))
-                .collect();
+            let input: String = (0..len).map(|_| char::from(ALPHABET[next() % ALPHABET.len()])).collect();
             if let Ok(phone) = Phone::parse(&input) {
                 assert!(phone.e164().starts_with('+'));
             }
@@ -195,11 +189,7 @@ mod tests {
 
     #[test]
     fn errors_never_contain_the_input() {
-        for input in [
-            "8 701 123",
-            "+7 701 ABC 45 67",
-            "1234567890123456789012345678901234",
-        ] {
+        for input in ["8 701 123", "+7 701 ABC 45 67", "1234567890123456789012345678901234"] {
             let message = Phone::parse(input).unwrap_err().to_string();
             assert!(!message.chars().any(|c| c.is_ascii_digit()));
             assert!(!message.contains(input));

@@ -49,10 +49,9 @@ impl Purpose {
     pub fn requires_consent(self) -> bool {
         match self {
             Purpose::Advertising | Purpose::Statistics | Purpose::ThirdPartyTransfer => true,
-            Purpose::ServiceDelivery
-            | Purpose::Identification
-            | Purpose::Communication
-            | Purpose::LegalDisclosure => false,
+            Purpose::ServiceDelivery | Purpose::Identification | Purpose::Communication | Purpose::LegalDisclosure => {
+                false
+            }
         }
     }
 }
@@ -106,18 +105,8 @@ mod tests {
 
     #[test]
     fn consent_is_required_exactly_for_advertising_statistics_and_transfer() {
-        let needing: Vec<Purpose> = Purpose::ALL
-            .into_iter()
-            .filter(|p| p.requires_consent())
-            .collect();
-        assert_eq!(
-            needing,
-            [
-                Purpose::Advertising,
-                Purpose::Statistics,
-                Purpose::ThirdPartyTransfer
-            ]
-        );
+        let needing: Vec<Purpose> = Purpose::ALL.into_iter().filter(|p| p.requires_consent()).collect();
+        assert_eq!(needing, [Purpose::Advertising, Purpose::Statistics, Purpose::ThirdPartyTransfer]);
     }
 
     #[test]

@@ -13,16 +13,21 @@ pub enum Backend {
 
 /// The PostgreSQL server tests create their databases on, if configured.
 pub fn postgres_admin_url() -> Option<String> {
-    std::env::var("QUPIA_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
+    std::env::var("QUPIA_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty())
 }
 
 /// A database that exists for one test; a PostgreSQL one is dropped afterwards.
+///
+/// A PostgreSQL test database belongs to a role of its own without superuser rights,
+/// as in production: `url` connects as that role (what the service uses), and
+/// `admin_url` as the superuser (what a test uses to play operator or attacker).
 #[derive(Debug)]
 pub struct TestDb {
     pub backend: Backend,
     pub url: String,
+    pub admin_url: String,
+    /// The role the service connects as (PostgreSQL only).
+    pub role: Option<String>,
     /// The SQLite file, for byte scans.
     pub sqlite_path: Option<PathBuf>,
     postgres: Option<(String, String)>,
@@ -35,9 +40,12 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let path = dir.path().join(format!("{stem}.db"));
+                let url = format!("sqlite://{}?mode=rwc", path.display());
                 TestDb {
                     backend,
-                    url: format!("sqlite://{}?mode=rwc", path.display()),
+                    admin_url: url.clone(),
+                    url,
+                    role: None,
                     sqlite_path: Some(path),
                     postgres: None,
                     _dir: dir,
@@ -49,13 +57,17 @@ impl TestDb {
                 let mut conn = sqlx::PgConnection::connect(&admin)
                     .await
                     .expect("connect to the PostgreSQL named by QUPIA_TEST_POSTGRES_URL");
-                conn.execute(format!("CREATE DATABASE {name}").as_str())
+                conn.execute(format!("CREATE ROLE {name} LOGIN").as_str()).await.expect("create a test role");
+                conn.execute(format!("CREATE DATABASE {name} OWNER {name}").as_str())
                     .await
                     .expect("create a test database");
-                let url = database_url(&admin, &name);
+                let admin_url = database_url(&admin, &name);
+                let url = with_user(&admin_url, &name);
                 TestDb {
                     backend,
                     url,
+                    admin_url,
+                    role: Some(name.clone()),
                     sqlite_path: None,
                     postgres: Some((admin, name)),
                     _dir: dir,
@@ -82,6 +94,14 @@ fn database_url(admin: &str, name: &str) -> String {
     }
 }
 
+/// `url` with its user replaced by `user`.
+fn with_user(url: &str, user: &str) -> String {
+    let Some(after_scheme) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    let rest = &url[after_scheme..];
+    let host_start = rest.find('@').map_or(0, |at| at + 1);
+    format!("{}{user}@{}", &url[..after_scheme], &rest[host_start..])
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let Some((admin, name)) = self.postgres.take() else {
@@ -89,15 +109,10 @@ impl Drop for TestDb {
         };
         // Drop runs outside any runtime guarantee: use a thread with its own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
                 let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-                conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                    .await
-                    .ok()
+                conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await.ok()
             })
         })
         .join();
@@ -116,5 +131,7 @@ mod tests {
             super::database_url("postgres://postgres@127.0.0.1:5432?sslmode=disable", "t1"),
             "postgres://postgres@127.0.0.1:5432/t1?sslmode=disable"
         );
+        assert_eq!(super::with_user("postgres://postgres@127.0.0.1:5432/t1", "r1"), "postgres://r1@127.0.0.1:5432/t1");
+        assert_eq!(super::with_user("postgres://127.0.0.1/t1", "r1"), "postgres://r1@127.0.0.1/t1");
     }
 }

@@ -8,47 +8,27 @@
 mod db;
 mod pki;
 mod scan;
+mod suite;
 mod vault;
 
 pub use db::{Backend, TestDb, postgres_admin_url};
 pub use pki::TestPki;
 pub use scan::{Leak, scan_bytes, scan_database, scan_text};
+pub use suite::Suite;
 pub use vault::{VaultHarness, connect};
 
 /// Test people that look like real personal data, so scans for them mean something.
 pub mod people {
     /// (surname, given name, patronymic, e-mail, phone)
     pub const PEOPLE: [(&str, &str, &str, &str, &str); 3] = [
-        (
-            "Нұрланова",
-            "Әйгерім",
-            "Серікқызы",
-            "aigerim.nurlanova@mail.kz",
-            "+77011234567",
-        ),
-        (
-            "Иванов",
-            "Пётр",
-            "Сергеевич",
-            "p.ivanov@example.ru",
-            "+77757654321",
-        ),
-        (
-            "O'Connor",
-            "Mary-Kate",
-            "",
-            "mk.oconnor@example.com",
-            "+77019876543",
-        ),
+        ("Нұрланова", "Әйгерім", "Серікқызы", "aigerim.nurlanova@mail.kz", "+77011234567"),
+        ("Иванов", "Пётр", "Сергеевич", "p.ivanov@example.ru", "+77757654321"),
+        ("O'Connor", "Mary-Kate", "", "mk.oconnor@example.com", "+77019876543"),
     ];
 
     /// Every value above, for scans (the empty patronymic left out).
     pub fn needles() -> Vec<&'static str> {
-        PEOPLE
-            .iter()
-            .flat_map(|(a, b, c, d, e)| [*a, *b, *c, *d, *e])
-            .filter(|v| !v.is_empty())
-            .collect()
+        PEOPLE.iter().flat_map(|(a, b, c, d, e)| [*a, *b, *c, *d, *e]).filter(|v| !v.is_empty()).collect()
     }
 }
 

@@ -20,10 +20,7 @@ pub fn scan_bytes(place: &str, haystack: &[u8], needles: &[&str]) -> Vec<Leak> {
         let hexed = hex::encode(raw);
         let found = contains(haystack, raw) || contains(haystack, hexed.as_bytes());
         if found {
-            leaks.push(Leak {
-                place: place.to_owned(),
-                needle: (*needle).to_owned(),
-            });
+            leaks.push(Leak { place: place.to_owned(), needle: (*needle).to_owned() });
         }
     }
     leaks
@@ -43,10 +40,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 pub async fn scan_database(db: &TestDb, needles: &[&str]) -> Vec<Leak> {
     match db.backend {
         Backend::Sqlite => {
-            let path = db
-                .sqlite_path
-                .as_ref()
-                .expect("a SQLite test database has a path");
+            let path = db.sqlite_path.as_ref().expect("a SQLite test database has a path");
             let mut leaks = Vec::new();
             for suffix in ["", "-wal", "-journal"] {
                 let file = format!("{}{suffix}", path.display());
@@ -57,9 +51,7 @@ pub async fn scan_database(db: &TestDb, needles: &[&str]) -> Vec<Leak> {
             leaks
         }
         Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&db.url)
-                .await
-                .expect("connect to the test database");
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect to the test database");
             let tables: Vec<String> = sqlx::query_scalar(
                 "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
             )
@@ -78,13 +70,8 @@ pub async fn scan_database(db: &TestDb, needles: &[&str]) -> Vec<Leak> {
                 .expect("list columns");
                 for column in columns {
                     // Every column as its binary send form, whatever its type.
-                    let query = format!(
-                        "SELECT convert_to(\"{column}\"::text, 'UTF8') AS v FROM \"{table}\""
-                    );
-                    let rows = sqlx::query(&query)
-                        .fetch_all(&mut conn)
-                        .await
-                        .expect("read a column");
+                    let query = format!("SELECT convert_to(\"{column}\"::text, 'UTF8') AS v FROM \"{table}\"");
+                    let rows = sqlx::query(&query).fetch_all(&mut conn).await.expect("read a column");
                     for row in rows {
                         let value: Option<Vec<u8>> = row.try_get("v").expect("bytes");
                         if let Some(value) = value {

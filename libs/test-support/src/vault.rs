@@ -17,7 +17,7 @@ use crate::{Backend, TestDb, TestPki};
 pub struct VaultHarness {
     pub addr: SocketAddr,
     pub db: TestDb,
-    pub pki: TestPki,
+    pub pki: std::sync::Arc<TestPki>,
     pub keyring_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), qupia_vault::ServeError>>>,
@@ -45,8 +45,12 @@ impl VaultHarness {
     }
 
     pub async fn start_with(backend: Backend, limits: Limits) -> VaultHarness {
+        Self::start_in(backend, limits, std::sync::Arc::new(TestPki::new())).await
+    }
+
+    /// Starts a vault whose certificates come from `pki` (shared with other services).
+    pub async fn start_in(backend: Backend, limits: Limits, pki: std::sync::Arc<TestPki>) -> VaultHarness {
         let db = TestDb::create(backend, "vault").await;
-        let pki = TestPki::new();
         let dir = tempfile::tempdir().expect("temp dir");
         let keyring_path = dir.path().join("keyring.json");
         let mut harness = VaultHarness {
@@ -71,9 +75,7 @@ impl VaultHarness {
             trusted_callers: vec![ServiceIdentity::for_service("default", "gateway")],
             limits,
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         self.addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         self.stop = Some(stop);
@@ -99,20 +101,14 @@ impl VaultHarness {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await
-                .expect("vault task")
-                .expect("vault stopped cleanly");
+            task.await.expect("vault task").expect("vault stopped cleanly");
         }
     }
 
     /// A client holding a certificate for `spiffe://qupia/ns/default/sa/<service>`.
     pub async fn client_as(&self, service: &str) -> VaultServiceClient<Channel> {
         let files = self.pki.service(service);
-        VaultServiceClient::new(
-            connect(self.addr, &files, "vault")
-                .await
-                .expect("connect to the vault"),
-        )
+        VaultServiceClient::new(connect(self.addr, &files, "vault").await.expect("connect to the vault"))
     }
 
     /// A client with the gateway's identity: the one the vault trusts.

@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use zeroize::Zeroizing;
 
@@ -36,9 +36,7 @@ pub struct IssuedCert {
 
 impl std::fmt::Debug for IssuedCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedCert")
-            .field("cert_pem", &self.cert_pem)
-            .finish_non_exhaustive()
+        f.debug_struct("IssuedCert").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
     }
 }
 
@@ -63,10 +61,7 @@ impl DevPki {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key).map_err(pki_error)?;
-        Ok(DevPki {
-            ca_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        })
+        Ok(DevPki { ca_pem: cert.pem(), issuer: Issuer::new(params, key) })
     }
 
     pub fn ca_pem(&self) -> &str {
@@ -75,32 +70,18 @@ impl DevPki {
 
     /// Issues a certificate for `identity` that serves as both a server certificate (for
     /// `dns_names`) and a client certificate (the identity as a URI SAN).
-    pub fn issue(
-        &self,
-        identity: &ServiceIdentity,
-        dns_names: &[&str],
-    ) -> Result<IssuedCert, Error> {
+    pub fn issue(&self, identity: &ServiceIdentity, dns_names: &[&str]) -> Result<IssuedCert, Error> {
         let key = KeyPair::generate().map_err(pki_error)?;
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
         name.push(DnType::CommonName, identity.as_str());
         params.distinguished_name = name;
-        params.subject_alt_names.push(SanType::URI(
-            identity.as_str().try_into().map_err(pki_error)?,
-        ));
+        params.subject_alt_names.push(SanType::URI(identity.as_str().try_into().map_err(pki_error)?));
         for dns in dns_names {
-            params
-                .subject_alt_names
-                .push(SanType::DnsName((*dns).try_into().map_err(pki_error)?));
+            params.subject_alt_names.push(SanType::DnsName((*dns).try_into().map_err(pki_error)?));
         }
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &self.issuer).map_err(pki_error)?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),

@@ -7,9 +7,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// A service identity: a SPIFFE-style URI such as `spiffe://qupia/ns/default/sa/gateway`.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ServiceIdentity(String);
 
@@ -21,28 +19,18 @@ pub enum IdentityError {
 
 impl ServiceIdentity {
     pub fn parse(uri: &str) -> Result<ServiceIdentity, IdentityError> {
-        let rest = uri
-            .strip_prefix("spiffe://")
-            .ok_or(IdentityError::NotSpiffe)?;
+        let rest = uri.strip_prefix("spiffe://").ok_or(IdentityError::NotSpiffe)?;
         let (trust_domain, path) = rest.split_once('/').ok_or(IdentityError::NotSpiffe)?;
         let domain_ok = !trust_domain.is_empty()
-            && trust_domain
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+            && trust_domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
         let path_ok = !path.is_empty()
             && path.split('/').all(|segment| {
                 !segment.is_empty()
                     && segment != "."
                     && segment != ".."
-                    && segment
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                    && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
             });
-        if domain_ok && path_ok {
-            Ok(ServiceIdentity(uri.to_owned()))
-        } else {
-            Err(IdentityError::NotSpiffe)
-        }
+        if domain_ok && path_ok { Ok(ServiceIdentity(uri.to_owned())) } else { Err(IdentityError::NotSpiffe) }
     }
 
     /// The identity `spiffe://qupia/ns/<namespace>/sa/<service>`.
@@ -102,8 +90,7 @@ impl CallerIdentity {
         let Some(leaf) = certs.first() else {
             return CallerIdentity::Anonymous;
         };
-        identity_of_certificate(leaf.as_ref())
-            .map_or(CallerIdentity::Anonymous, CallerIdentity::Service)
+        identity_of_certificate(leaf.as_ref()).map_or(CallerIdentity::Anonymous, CallerIdentity::Service)
     }
 
     /// The identity, if there is one.
@@ -148,11 +135,7 @@ mod tests {
             "spiffe://qupia/ns/../sa/gateway",
             "spiffe://QUPIA/ns/default",
         ] {
-            assert_eq!(
-                ServiceIdentity::parse(bad),
-                Err(IdentityError::NotSpiffe),
-                "{bad}"
-            );
+            assert_eq!(ServiceIdentity::parse(bad), Err(IdentityError::NotSpiffe), "{bad}");
         }
     }
 

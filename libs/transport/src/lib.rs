@@ -5,10 +5,12 @@
 //! `spiffe://qupia/ns/default/sa/gateway`), never by anything it can put in a header.
 //! Plaintext transport exists only as an explicit, loudly logged `insecure-dev` mode.
 
+mod admit;
 mod dev_pki;
 mod identity;
 mod tls;
 
+pub use admit::{Admission, admit, caller_of};
 pub use dev_pki::{DevPki, IssuedCert};
 pub use identity::{CallerIdentity, IdentityError, ServiceIdentity};
 pub use tls::{Error, TlsFiles, TlsMode};

@@ -10,10 +10,7 @@ use crate::ServiceIdentity;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("failed to read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("failed to create the development PKI: {0}")]
     DevPki(String),
 }
@@ -38,12 +35,7 @@ pub enum TlsMode {
 }
 
 fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, Error> {
-    std::fs::read(path)
-        .map(Zeroizing::new)
-        .map_err(|source| Error::Read {
-            path: path.to_owned(),
-            source,
-        })
+    std::fs::read(path).map(Zeroizing::new).map_err(|source| Error::Read { path: path.to_owned(), source })
 }
 
 impl TlsFiles {

@@ -16,10 +16,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits {
-            max_request_bytes: 1024 * 1024,
-            max_batch_items: 1000,
-        }
+        Limits { max_request_bytes: 1024 * 1024, max_batch_items: 1000 }
     }
 }
 

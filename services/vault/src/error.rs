@@ -25,6 +25,10 @@ pub enum Error {
     /// The database failed or could not be reached.
     #[error("storage failed: {0}")]
     Storage(#[from] sqlx::Error),
+    /// The access log could not be written: the operation did not happen and
+    /// nothing was revealed (fail-closed).
+    #[error("the access log cannot be written: {0}")]
+    Audit(qupia_audit::Error),
     /// The key provider failed.
     #[error("key provider failed: {0}")]
     Keys(qupia_crypto::Error),
@@ -32,20 +36,16 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
-        Error::InvalidArgument {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Error::InvalidArgument { field: field.into(), reason: reason.into() }
     }
 
     /// The same error, its field name prefixed with the path of the item it belongs
     /// to (`items[3].` + `person.email`).
     pub fn in_item(self, prefix: &str) -> Error {
         match self {
-            Error::InvalidArgument { field, reason } => Error::InvalidArgument {
-                field: format!("{prefix}{field}"),
-                reason,
-            },
+            Error::InvalidArgument { field, reason } => {
+                Error::InvalidArgument { field: format!("{prefix}{field}"), reason }
+            }
             other => other,
         }
     }
@@ -58,18 +58,17 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Integrity => Code::DataLoss,
             Error::Storage(err) => match err {
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                    Code::Unavailable
-                }
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Code::Unavailable,
                 _ => Code::Internal,
             },
+            Error::Audit(qupia_audit::Error::Invalid(_)) => Code::InvalidArgument,
+            Error::Audit(qupia_audit::Error::Storage(_)) => Code::Unavailable,
             Error::Keys(err) => match err {
                 qupia_crypto::Error::Decrypt => Code::DataLoss,
-                qupia_crypto::Error::UnknownKeyVersion(_)
-                | qupia_crypto::Error::KeyVersionNotUsable { .. } => Code::FailedPrecondition,
-                qupia_crypto::Error::Keyring(_) | qupia_crypto::Error::Malformed(_) => {
-                    Code::Internal
+                qupia_crypto::Error::UnknownKeyVersion(_) | qupia_crypto::Error::KeyVersionNotUsable { .. } => {
+                    Code::FailedPrecondition
                 }
+                qupia_crypto::Error::Keyring(_) | qupia_crypto::Error::Malformed(_) => Code::Internal,
             },
         }
     }
@@ -83,17 +82,32 @@ impl Error {
                 tracing::error!(error = %self, %reference, "internal error");
                 format!("internal error (reference {reference})")
             }
+            Code::Unavailable if matches!(self, Error::Audit(_)) => {
+                tracing::error!(error = %self, "access log write failed: refusing the operation");
+                "the access log cannot be written; nothing was done or revealed".to_owned()
+            }
             Code::Unavailable => {
                 tracing::warn!(error = %self, "storage unavailable");
                 "storage is unavailable; try again".to_owned()
             }
             _ => match self {
                 Error::Keys(qupia_crypto::Error::Decrypt) => Error::Integrity.to_string(),
-                Error::Keys(_) => {
-                    "the person's data key is under a key version that is not usable".to_owned()
-                }
+                Error::Keys(_) => "the person's data key is under a key version that is not usable".to_owned(),
                 other => other.to_string(),
             },
+        }
+    }
+
+    /// The status code's name, for the access log ("not_found").
+    pub fn code_name(&self) -> &'static str {
+        match self.code() {
+            Code::InvalidArgument => "invalid_argument",
+            Code::NotFound => "not_found",
+            Code::PermissionDenied => "permission_denied",
+            Code::FailedPrecondition => "failed_precondition",
+            Code::DataLoss => "data_loss",
+            Code::Unavailable => "unavailable",
+            _ => "internal",
         }
     }
 
@@ -102,6 +116,21 @@ impl Error {
         match self {
             Error::InvalidArgument { field, .. } => field,
             _ => "",
+        }
+    }
+}
+
+impl From<qupia_audit::Error> for Error {
+    fn from(err: qupia_audit::Error) -> Error {
+        Error::Audit(err)
+    }
+}
+
+impl From<crate::store::WriteError> for Error {
+    fn from(err: crate::store::WriteError) -> Error {
+        match err {
+            crate::store::WriteError::Sql(err) => Error::Storage(err),
+            crate::store::WriteError::Audit(err) => Error::Audit(err),
         }
     }
 }

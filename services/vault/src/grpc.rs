@@ -1,20 +1,18 @@
 //! The gRPC face of the vault: who may call, how big a request may be, and the
 //! translation between protobuf messages and the vault's operations.
 
-use std::sync::Arc;
-
 use prost::Message;
 use qupia_api::types::v1::ItemError;
 use qupia_api::vault::v1 as proto;
 use qupia_api::vault::v1::vault_service_server::VaultService;
-use qupia_transport::{CallerIdentity, ServiceIdentity};
+use qupia_transport::ServiceIdentity;
 use tonic::{Request, Response, Status};
 
-use crate::vault::{Revealed, TokenizeItem, Tokenized, Vault};
+use crate::vault::{AccessRecord, RevealItem, Revealed, TokenizeItem, Tokenized, Vault};
 use crate::{Error, Limits, model};
 
-/// The tonic service. Every call passes [`authorize`] first (installed as an
-/// interceptor in `server.rs`), which puts the caller's identity in the extensions.
+/// The tonic service. Every call passes `qupia_transport::admit` first (installed
+/// in `server.rs`), which puts the caller's identity in the extensions.
 #[derive(Debug, Clone)]
 pub struct VaultApi {
     vault: Vault,
@@ -27,19 +25,12 @@ impl VaultApi {
     }
 
     fn admit<T: Message>(&self, request: &Request<T>) -> Result<ServiceIdentity, Status> {
-        let caller = request
-            .extensions()
-            .get::<ServiceIdentity>()
-            .cloned()
-            .ok_or_else(|| Status::permission_denied("the caller has no identity"))?;
+        let caller = qupia_transport::caller_of(request)?;
         let size = request.get_ref().encoded_len();
         if size > self.limits.max_request_bytes {
             return Err(Error::invalid(
                 "request",
-                format!(
-                    "is {size} bytes, over the limit of {} bytes",
-                    self.limits.max_request_bytes
-                ),
+                format!("is {size} bytes, over the limit of {} bytes", self.limits.max_request_bytes),
             )
             .into());
         }
@@ -51,42 +42,50 @@ impl VaultApi {
             return Err(Error::invalid("items", "must not be empty").into());
         }
         if len > self.limits.max_batch_items {
-            return Err(Error::invalid(
-                "items",
-                format!("has more than {} items", self.limits.max_batch_items),
-            )
-            .into());
+            return Err(Error::invalid("items", format!("has more than {} items", self.limits.max_batch_items)).into());
         }
         Ok(())
     }
 }
 
-/// Builds the interceptor that admits only `trusted` callers. The identity comes
-/// from the client certificate (or, in `insecure-dev`, from configuration), never
-/// from request metadata.
-pub fn authorize(
-    trusted: Arc<[ServiceIdentity]>,
-    insecure_dev: Option<ServiceIdentity>,
-) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |mut request: Request<()>| {
-        let caller = CallerIdentity::of(&request, insecure_dev.as_ref());
-        match caller.service() {
-            Some(identity) if trusted.contains(identity) => {
-                let identity = identity.clone();
-                request.extensions_mut().insert(identity);
-                Ok(request)
-            }
-            _ => {
-                tracing::warn!(
-                    caller = caller.label(),
-                    "vault call refused: caller not trusted"
-                );
-                Err(Status::permission_denied(
-                    "this caller may not call the vault",
-                ))
-            }
+/// The access-log record of a call. Reveals and lookups must carry the gateway's
+/// decision (purpose, decision id, the caller it decided for); writes may.
+fn access_record(
+    caller: &ServiceIdentity,
+    access: Option<&proto::AccessContext>,
+    decided: bool,
+) -> Result<AccessRecord, Error> {
+    let Some(access) = access else {
+        if decided {
+            return Err(Error::invalid("access", "is required"));
         }
+        return Ok(AccessRecord { caller: caller.to_string(), ..AccessRecord::default() });
+    };
+    let purpose = if decided || access.purpose != 0 {
+        model::purpose(access.purpose, "access.purpose")?.as_str().to_owned()
+    } else {
+        String::new()
+    };
+    if decided && access.decision_id.is_empty() {
+        return Err(Error::invalid("access.decision_id", "is required"));
     }
+    let on_behalf_of = if access.caller.is_empty() {
+        if decided {
+            return Err(Error::invalid("access.caller", "is required"));
+        }
+        caller.clone()
+    } else {
+        ServiceIdentity::parse(&access.caller).map_err(|e| Error::invalid("access.caller", e.to_string()))?
+    };
+    Ok(AccessRecord {
+        caller: on_behalf_of.to_string(),
+        purpose,
+        decision_id: access.decision_id.clone(),
+        consent_id: access.consent_id.clone(),
+        request_id: access.request_id.clone(),
+        trace_id: access.trace_id.clone(),
+        reason: access.reason.clone(),
+    })
 }
 
 fn tokens_to_proto(tokens: Tokenized) -> proto::PersonTokens {
@@ -95,10 +94,7 @@ fn tokens_to_proto(tokens: Tokenized) -> proto::PersonTokens {
         field_tokens: tokens
             .field_tokens
             .into_iter()
-            .map(|(field, token)| proto::FieldToken {
-                field: model::field_to_proto(field) as i32,
-                token,
-            })
+            .map(|(field, token)| proto::FieldToken { field: model::field_to_proto(field) as i32, token })
             .collect(),
     }
 }
@@ -127,19 +123,15 @@ impl VaultService for VaultApi {
     ) -> Result<Response<proto::TokenizeResponse>, Status> {
         let caller = self.admit(&request)?;
         let request = request.into_inner();
+        let access = access_record(&caller, request.access.as_ref(), false)?;
         let item = TokenizeItem {
             person: model::person(request.person)?,
             idempotency_key: model::idempotency_key(&request.idempotency_key)?,
         };
-        let mut results = self.vault.tokenize(&caller, vec![item]).await?;
-        let tokens = results
-            .pop()
-            .ok_or_else(|| Status::internal("no result"))??;
+        let mut results = self.vault.tokenize(&caller, &access, vec![item]).await?;
+        let tokens = results.pop().ok_or_else(|| Status::internal("no result"))??;
         let replayed = tokens.replayed;
-        Ok(Response::new(proto::TokenizeResponse {
-            tokens: Some(tokens_to_proto(tokens)),
-            replayed,
-        }))
+        Ok(Response::new(proto::TokenizeResponse { tokens: Some(tokens_to_proto(tokens)), replayed }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -148,7 +140,9 @@ impl VaultService for VaultApi {
         request: Request<proto::BatchTokenizeRequest>,
     ) -> Result<Response<proto::BatchTokenizeResponse>, Status> {
         let caller = self.admit(&request)?;
-        let items = request.into_inner().items;
+        let request = request.into_inner();
+        let access = access_record(&caller, request.access.as_ref(), false)?;
+        let items = request.items;
         self.check_batch(items.len())?;
 
         // Invalid items get their error; the valid ones are stored together.
@@ -156,10 +150,7 @@ impl VaultService for VaultApi {
         let mut valid = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let parsed = model::person(item.person).and_then(|person| {
-                Ok(TokenizeItem {
-                    person,
-                    idempotency_key: model::idempotency_key(&item.idempotency_key)?,
-                })
+                Ok(TokenizeItem { person, idempotency_key: model::idempotency_key(&item.idempotency_key)? })
             });
             match parsed {
                 Ok(item) => {
@@ -169,34 +160,23 @@ impl VaultService for VaultApi {
                 Err(err) => slots.push(Err(err.in_item(&format!("items[{i}].")))),
             }
         }
-        let mut stored: Vec<Option<Result<Tokenized, Error>>> = if valid.is_empty() {
-            Vec::new()
-        } else {
-            self.vault.tokenize(&caller, valid).await?
-        }
-        .into_iter()
-        .map(Some)
-        .collect();
+        let mut stored: Vec<Option<Result<Tokenized, Error>>> =
+            if valid.is_empty() { Vec::new() } else { self.vault.tokenize(&caller, &access, valid).await? }
+                .into_iter()
+                .map(Some)
+                .collect();
         let results = slots
             .into_iter()
             .map(|slot| {
-                let outcome = slot.and_then(|index| {
-                    stored[index]
-                        .take()
-                        .unwrap_or(Err(Error::NotFound("result")))
-                });
+                let outcome = slot.and_then(|index| stored[index].take().unwrap_or(Err(Error::NotFound("result"))));
                 match outcome {
                     Ok(tokens) => proto::BatchTokenizeResult {
                         replayed: tokens.replayed,
-                        result: Some(proto::batch_tokenize_result::Result::Tokens(
-                            tokens_to_proto(tokens),
-                        )),
+                        result: Some(proto::batch_tokenize_result::Result::Tokens(tokens_to_proto(tokens))),
                     },
                     Err(err) => proto::BatchTokenizeResult {
                         replayed: false,
-                        result: Some(proto::batch_tokenize_result::Result::Error(
-                            ItemError::from(err),
-                        )),
+                        result: Some(proto::batch_tokenize_result::Result::Error(ItemError::from(err))),
                     },
                 }
             })
@@ -205,16 +185,17 @@ impl VaultService for VaultApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn reveal(
-        &self,
-        request: Request<proto::RevealRequest>,
-    ) -> Result<Response<proto::RevealResponse>, Status> {
-        self.admit(&request)?;
+    async fn reveal(&self, request: Request<proto::RevealRequest>) -> Result<Response<proto::RevealResponse>, Status> {
+        let caller = self.admit(&request)?;
         let request = request.into_inner();
-        model::access_purpose(request.access.as_ref())?;
-        let token = self.vault.parse_token(&request.token, "token")?;
-        let fields = model::fields(&request.fields, "fields")?;
-        let revealed = self.vault.reveal(&token, &fields).await?;
+        let access = access_record(&caller, request.access.as_ref(), true)?;
+        let item = RevealItem {
+            token: self.vault.parse_token(&request.token, "token")?,
+            fields: model::fields(&request.fields, "fields")?,
+            consent_id: String::new(),
+        };
+        let revealed =
+            self.vault.reveal(&access, &[item]).await?.pop().ok_or_else(|| Status::internal("no result"))??;
         Ok(Response::new(revealed_to_proto(revealed)))
     }
 
@@ -223,46 +204,58 @@ impl VaultService for VaultApi {
         &self,
         request: Request<proto::BatchRevealRequest>,
     ) -> Result<Response<proto::BatchRevealResponse>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let request = request.into_inner();
-        model::access_purpose(request.access.as_ref())?;
+        let access = access_record(&caller, request.access.as_ref(), true)?;
         self.check_batch(request.items.len())?;
-        let mut results = Vec::with_capacity(request.items.len());
+        // Items that do not parse fail alone; the others are revealed together.
+        let mut slots: Vec<Result<usize, Error>> = Vec::with_capacity(request.items.len());
+        let mut valid = Vec::new();
         for (i, item) in request.items.into_iter().enumerate() {
-            let prefix = format!("items[{i}].");
-            let outcome = async {
-                let token = self.vault.parse_token(&item.token, "token")?;
-                let fields = model::fields(&item.fields, "fields")?;
-                self.vault.reveal(&token, &fields).await
-            }
-            .await;
-            let result = match outcome {
-                Ok(revealed) => {
-                    proto::batch_reveal_result::Result::Revealed(revealed_to_proto(revealed))
-                }
-                // Storage trouble fails the whole call rather than one item.
-                Err(err @ Error::Storage(_)) => return Err(err.into()),
-                Err(err) => {
-                    proto::batch_reveal_result::Result::Error(ItemError::from(err.in_item(&prefix)))
-                }
-            };
-            results.push(proto::BatchRevealResult {
-                result: Some(result),
+            let parsed = self.vault.parse_token(&item.token, "token").and_then(|token| {
+                Ok(RevealItem { token, fields: model::fields(&item.fields, "fields")?, consent_id: item.consent_id })
             });
+            match parsed {
+                Ok(item) => {
+                    slots.push(Ok(valid.len()));
+                    valid.push(item);
+                }
+                Err(err) => slots.push(Err(err.in_item(&format!("items[{i}].")))),
+            }
         }
+        let mut revealed: Vec<Option<Result<Revealed, Error>>> =
+            if valid.is_empty() { Vec::new() } else { self.vault.reveal(&access, &valid).await? }
+                .into_iter()
+                .map(Some)
+                .collect();
+        let results = slots
+            .into_iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let outcome = slot.and_then(|index| {
+                    revealed[index]
+                        .take()
+                        .unwrap_or(Err(Error::NotFound("result")))
+                        .map_err(|e| e.in_item(&format!("items[{i}].")))
+                });
+                proto::BatchRevealResult {
+                    result: Some(match outcome {
+                        Ok(revealed) => proto::batch_reveal_result::Result::Revealed(revealed_to_proto(revealed)),
+                        Err(err) => proto::batch_reveal_result::Result::Error(ItemError::from(err)),
+                    }),
+                }
+            })
+            .collect();
         Ok(Response::new(proto::BatchRevealResponse { results }))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn lookup(
-        &self,
-        request: Request<proto::LookupRequest>,
-    ) -> Result<Response<proto::LookupResponse>, Status> {
-        self.admit(&request)?;
+    async fn lookup(&self, request: Request<proto::LookupRequest>) -> Result<Response<proto::LookupResponse>, Status> {
+        let caller = self.admit(&request)?;
         let request = request.into_inner();
-        model::access_purpose(request.access.as_ref())?;
+        let access = access_record(&caller, request.access.as_ref(), true)?;
         let key = model::lookup_key(request.key)?;
-        let person_tokens = self.vault.lookup(&key).await?;
+        let person_tokens = self.vault.lookup(&access, &key).await?;
         Ok(Response::new(proto::LookupResponse { person_tokens }))
     }
 
@@ -271,32 +264,60 @@ impl VaultService for VaultApi {
         &self,
         request: Request<proto::UpdateFieldRequest>,
     ) -> Result<Response<proto::UpdateFieldResponse>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let request = request.into_inner();
-        let person = self
-            .vault
-            .parse_token(&request.person_token, "person_token")?;
+        let access = access_record(&caller, request.access.as_ref(), false)?;
+        let person = self.vault.parse_token(&request.person_token, "person_token")?;
         let field = model::field(request.field, "field")?;
         let update = model::field_update(field, &request.value)?;
-        let field_token = self
-            .vault
-            .update_field(&person, update)
-            .await?
-            .unwrap_or_default();
+        let field_token = self.vault.update_field(&access, &person, update).await?.unwrap_or_default();
         Ok(Response::new(proto::UpdateFieldResponse { field_token }))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn erase(
-        &self,
-        request: Request<proto::EraseRequest>,
-    ) -> Result<Response<proto::EraseResponse>, Status> {
-        self.admit(&request)?;
-        let person = self
-            .vault
-            .parse_token(&request.get_ref().person_token, "person_token")?;
-        let erased_fields = self.vault.erase(&person).await?;
+    async fn erase(&self, request: Request<proto::EraseRequest>) -> Result<Response<proto::EraseResponse>, Status> {
+        let caller = self.admit(&request)?;
+        let request = request.into_inner();
+        let access = access_record(&caller, request.access.as_ref(), false)?;
+        let person = self.vault.parse_token(&request.person_token, "person_token")?;
+        let erased_fields = self.vault.erase(&access, &person).await?;
         tracing::info!("person erased");
         Ok(Response::new(proto::EraseResponse { erased_fields }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn record_decisions(
+        &self,
+        request: Request<proto::RecordDecisionsRequest>,
+    ) -> Result<Response<proto::RecordDecisionsResponse>, Status> {
+        self.admit(&request)?;
+        let decisions = request.into_inner().decisions;
+        self.check_batch(decisions.len())?;
+        let mut entries = Vec::with_capacity(decisions.len());
+        for (i, d) in decisions.into_iter().enumerate() {
+            let at = |name: &str| format!("decisions[{i}].{name}");
+            let purpose = if d.purpose == 0 {
+                String::new()
+            } else {
+                model::purpose(d.purpose, &at("purpose"))?.as_str().to_owned()
+            };
+            let fields = model::fields(&d.fields, &at("fields"))?;
+            ServiceIdentity::parse(&d.caller).map_err(|e| Error::invalid(at("caller"), e.to_string()))?;
+            entries.push(qupia_audit::NewEntry {
+                caller: d.caller,
+                operation: if d.operation.is_empty() { "decision".to_owned() } else { d.operation },
+                purpose,
+                person: d.person_token,
+                fields: fields.iter().map(|f| f.as_str().to_owned()).collect(),
+                outcome: if d.allowed { qupia_audit::Outcome::Allowed } else { qupia_audit::Outcome::Denied },
+                reason: d.reason,
+                consent_id: d.consent_id,
+                request_id: d.request_id,
+                decision_id: d.decision_id,
+                trace_id: d.trace_id,
+            });
+        }
+        let seqs = self.vault.ledger().append(&entries).await.map_err(Error::from)?;
+        Ok(Response::new(proto::RecordDecisionsResponse { seqs }))
     }
 }

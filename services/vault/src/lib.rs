@@ -9,6 +9,7 @@
 //! Nothing in this crate may log, trace or put into an error message a personal
 //! value or key material.
 
+mod audit_api;
 mod config;
 mod error;
 mod grpc;

@@ -8,11 +8,7 @@ use qupia_transport::{ServiceIdentity, TlsFiles, TlsMode};
 use qupia_vault::{Config, Limits};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "qupia-vault",
-    version,
-    about = "Qupia's vault: encrypted personal data behind tokens"
-)]
+#[command(name = "qupia-vault", version, about = "Qupia's vault: encrypted personal data behind tokens")]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "QUPIA_VAULT_LISTEN", default_value = "127.0.0.1:7101")]
@@ -27,25 +23,13 @@ struct Args {
     #[arg(long, env = "QUPIA_VAULT_KEYRING")]
     keyring: PathBuf,
     /// CA certificate (PEM) that signs every Qupia certificate.
-    #[arg(
-        long,
-        env = "QUPIA_VAULT_TLS_CA",
-        required_unless_present = "insecure_dev_caller"
-    )]
+    #[arg(long, env = "QUPIA_VAULT_TLS_CA", required_unless_present = "insecure_dev_caller")]
     tls_ca: Option<PathBuf>,
     /// This service's certificate (PEM).
-    #[arg(
-        long,
-        env = "QUPIA_VAULT_TLS_CERT",
-        required_unless_present = "insecure_dev_caller"
-    )]
+    #[arg(long, env = "QUPIA_VAULT_TLS_CERT", required_unless_present = "insecure_dev_caller")]
     tls_cert: Option<PathBuf>,
     /// This service's private key (PEM).
-    #[arg(
-        long,
-        env = "QUPIA_VAULT_TLS_KEY",
-        required_unless_present = "insecure_dev_caller"
-    )]
+    #[arg(long, env = "QUPIA_VAULT_TLS_KEY", required_unless_present = "insecure_dev_caller")]
     tls_key: Option<PathBuf>,
     /// Identities allowed to call the vault (the gateway's), comma-separated.
     #[arg(
@@ -64,32 +48,16 @@ struct Args {
 }
 
 fn config(args: &Args) -> anyhow::Result<Config> {
-    let identity = |value: &str, key: &str| {
-        ServiceIdentity::parse(value).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+    let identity = |value: &str, key: &str| ServiceIdentity::parse(value).map_err(|e| anyhow::anyhow!("{key}: {e}"));
+    let tls = match (&args.insecure_dev_caller, &args.tls_ca, &args.tls_cert, &args.tls_key) {
+        (Some(caller), ..) => TlsMode::InsecureDev { assumed_caller: identity(caller, "insecure_dev_caller")? },
+        (None, Some(ca), Some(cert), Some(key)) => {
+            TlsMode::Mtls(TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
+        }
+        _ => anyhow::bail!("tls_ca, tls_cert and tls_key are all required unless insecure_dev_caller is set"),
     };
-    let tls = match (
-        &args.insecure_dev_caller,
-        &args.tls_ca,
-        &args.tls_cert,
-        &args.tls_key,
-    ) {
-        (Some(caller), ..) => TlsMode::InsecureDev {
-            assumed_caller: identity(caller, "insecure_dev_caller")?,
-        },
-        (None, Some(ca), Some(cert), Some(key)) => TlsMode::Mtls(TlsFiles {
-            ca: ca.clone(),
-            cert: cert.clone(),
-            key: key.clone(),
-        }),
-        _ => anyhow::bail!(
-            "tls_ca, tls_cert and tls_key are all required unless insecure_dev_caller is set"
-        ),
-    };
-    let trusted_callers = args
-        .trusted_callers
-        .iter()
-        .map(|value| identity(value, "trusted_callers"))
-        .collect::<Result<_, _>>()?;
+    let trusted_callers =
+        args.trusted_callers.iter().map(|value| identity(value, "trusted_callers")).collect::<Result<_, _>>()?;
     Ok(Config {
         database_url: args.database_url.clone(),
         max_connections: args.max_connections,
@@ -122,10 +90,7 @@ async fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }

@@ -75,24 +75,13 @@ pub fn idempotency_key(key: &str) -> Result<Option<String>, Error> {
         ));
     }
     if !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::invalid(
-            "idempotency_key",
-            "must be printable ASCII without spaces",
-        ));
+        return Err(Error::invalid("idempotency_key", "must be printable ASCII without spaces"));
     }
     Ok(Some(key.to_owned()))
 }
 
 pub fn field(value: i32, name: &str) -> Result<Field, Error> {
-    match types::Field::try_from(value) {
-        Ok(types::Field::Surname) => Ok(Field::Surname),
-        Ok(types::Field::GivenName) => Ok(Field::GivenName),
-        Ok(types::Field::Patronymic) => Ok(Field::Patronymic),
-        Ok(types::Field::Email) => Ok(Field::Email),
-        Ok(types::Field::Phone) => Ok(Field::Phone),
-        Ok(types::Field::Unspecified) => Err(Error::invalid(name, "must name a field")),
-        Err(_) => Err(Error::invalid(name, "is not a known field")),
-    }
+    qupia_api::convert::field(value).map_err(|reason| Error::invalid(name, reason))
 }
 
 pub fn fields(values: &[i32], name: &str) -> Result<Vec<Field>, Error> {
@@ -107,56 +96,29 @@ pub fn fields(values: &[i32], name: &str) -> Result<Vec<Field>, Error> {
 }
 
 pub fn field_to_proto(field: Field) -> types::Field {
-    match field {
-        Field::Surname => types::Field::Surname,
-        Field::GivenName => types::Field::GivenName,
-        Field::Patronymic => types::Field::Patronymic,
-        Field::Email => types::Field::Email,
-        Field::Phone => types::Field::Phone,
-    }
+    qupia_api::convert::field_to_proto(field)
 }
 
 pub fn purpose(value: i32, name: &str) -> Result<Purpose, Error> {
-    match types::Purpose::try_from(value) {
-        Ok(types::Purpose::ServiceDelivery) => Ok(Purpose::ServiceDelivery),
-        Ok(types::Purpose::Identification) => Ok(Purpose::Identification),
-        Ok(types::Purpose::Communication) => Ok(Purpose::Communication),
-        Ok(types::Purpose::Advertising) => Ok(Purpose::Advertising),
-        Ok(types::Purpose::Statistics) => Ok(Purpose::Statistics),
-        Ok(types::Purpose::LegalDisclosure) => Ok(Purpose::LegalDisclosure),
-        Ok(types::Purpose::ThirdPartyTransfer) => Ok(Purpose::ThirdPartyTransfer),
-        Ok(types::Purpose::Unspecified) => Err(Error::invalid(name, "must name a purpose")),
-        Err(_) => Err(Error::invalid(name, "is not a known purpose")),
-    }
-}
-
-/// The purpose of a reveal or lookup, which the vault requires even though the
-/// gateway has already decided: it is recorded with the access.
-pub fn access_purpose(access: Option<&proto::AccessContext>) -> Result<Purpose, Error> {
-    let access = access.ok_or_else(|| Error::invalid("access", "is required"))?;
-    purpose(access.purpose, "access.purpose")
+    qupia_api::convert::purpose(value).map_err(|reason| Error::invalid(name, reason))
 }
 
 pub fn lookup_key(key: Option<proto::lookup_request::Key>) -> Result<LookupKey, Error> {
     match key {
-        Some(proto::lookup_request::Key::Email(email)) => Email::parse(&email)
-            .map(LookupKey::Email)
-            .map_err(|e| Error::invalid("email", e.reason)),
-        Some(proto::lookup_request::Key::Phone(phone)) => Phone::parse(&phone)
-            .map(LookupKey::Phone)
-            .map_err(|e| Error::invalid("phone", e.reason)),
+        Some(proto::lookup_request::Key::Email(email)) => {
+            Email::parse(&email).map(LookupKey::Email).map_err(|e| Error::invalid("email", e.reason))
+        }
+        Some(proto::lookup_request::Key::Phone(phone)) => {
+            Phone::parse(&phone).map(LookupKey::Phone).map_err(|e| Error::invalid("phone", e.reason))
+        }
         None => Err(Error::invalid("key", "an e-mail or a phone is required")),
     }
 }
 
 pub fn field_update(field: Field, value: &str) -> Result<FieldUpdate, Error> {
     match field {
-        Field::Email => Email::parse(value)
-            .map(FieldUpdate::Email)
-            .map_err(|e| Error::invalid("value", e.reason)),
-        Field::Phone => Phone::parse(value)
-            .map(FieldUpdate::Phone)
-            .map_err(|e| Error::invalid("value", e.reason)),
+        Field::Email => Email::parse(value).map(FieldUpdate::Email).map_err(|e| Error::invalid("value", e.reason)),
+        Field::Phone => Phone::parse(value).map(FieldUpdate::Phone).map_err(|e| Error::invalid("value", e.reason)),
         Field::Patronymic if value.trim().is_empty() => Ok(FieldUpdate::Name(field, None)),
         Field::Surname | Field::GivenName | Field::Patronymic => NamePart::parse(value)
             .map(|part| FieldUpdate::Name(field, Some(part)))

@@ -3,14 +3,16 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use qupia_api::audit::v1::audit_service_server::AuditServiceServer;
 use qupia_api::vault::v1::vault_service_server::VaultServiceServer;
 use qupia_crypto::Keyring;
-use qupia_transport::TlsMode;
+use qupia_transport::{Admission, TlsMode};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
-use crate::grpc::{VaultApi, authorize};
+use crate::audit_api::AuditApi;
+use crate::grpc::VaultApi;
 use crate::store::Store;
 use crate::vault::Vault;
 use crate::{Config, Error};
@@ -47,11 +49,10 @@ pub async fn serve(
     let store = Store::connect(&config.database_url, config.max_connections).await?;
     tracing::info!(backend = ?store.backend(), kek_version = qupia_crypto::KeyProvider::current_version(keyring.as_ref()), "vault storage and keys ready");
     let vault = Vault::new(store.clone(), keyring);
+    let audit = AuditApi { ledger: vault.ledger().clone() };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<VaultServiceServer<VaultApi>>()
-        .await;
+    health_reporter.set_serving::<VaultServiceServer<VaultApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(qupia_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -66,7 +67,12 @@ pub async fn serve(
             // Transport-level cap for memory safety; the smaller, clearly reported
             // request limit is checked per call in `grpc.rs`.
             .max_decoding_message_size(config.limits.max_request_bytes.saturating_mul(4)),
-        authorize(config.trusted_callers.clone().into(), insecure_dev),
+        qupia_transport::admit(Admission::Only(config.trusted_callers.clone().into()), insecure_dev.clone(), "vault"),
+    );
+
+    let audit = tonic::service::interceptor::InterceptedService::new(
+        AuditServiceServer::new(audit),
+        qupia_transport::admit(Admission::Only(config.trusted_callers.clone().into()), insecure_dev.clone(), "vault"),
     );
 
     let mut builder = Server::builder();
@@ -83,6 +89,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api)
+        .add_service(audit)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     store.close().await;

@@ -8,6 +8,7 @@
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use qupia_audit::{AuditLedger, NewEntry};
 use qupia_domain::Field;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
@@ -33,6 +34,15 @@ impl Backend {
             None
         }
     }
+}
+
+/// A write that failed: in the database, or in the access log written with it.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Audit(#[from] qupia_audit::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,16 +118,11 @@ pub struct Store {
 }
 
 fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 fn id16(bytes: Vec<u8>) -> Result<[u8; 16], sqlx::Error> {
-    bytes
-        .try_into()
-        .map_err(|_| sqlx::Error::Decode("a stored id is not 16 bytes".into()))
+    bytes.try_into().map_err(|_| sqlx::Error::Decode("a stored id is not 16 bytes".into()))
 }
 
 fn field_of(name: &str) -> Result<Field, sqlx::Error> {
@@ -168,13 +173,30 @@ impl Store {
         self.backend
     }
 
+    /// The access log, in this same database.
+    pub fn audit_ledger(&self) -> AuditLedger {
+        AuditLedger::new(self.pool.clone(), self.audit_backend())
+    }
+
+    fn audit_backend(&self) -> qupia_audit::Backend {
+        match self.backend {
+            Backend::Sqlite => qupia_audit::Backend::Sqlite,
+            Backend::Postgres => qupia_audit::Backend::Postgres,
+        }
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
-    /// Inserts people in one transaction. A person whose idempotency key is already
-    /// taken is not inserted; the earlier person is returned instead.
-    pub async fn insert_people(&self, people: &[NewPerson]) -> Result<Vec<Inserted>, sqlx::Error> {
+    /// Inserts people in one transaction, with their access-log entries. A person whose
+    /// idempotency key is already taken is not inserted; the earlier person is returned
+    /// instead (and `audit_for` is asked for that person's entry).
+    pub async fn insert_people(
+        &self,
+        people: &[NewPerson],
+        audit_for: impl Fn(usize, &Inserted) -> NewEntry,
+    ) -> Result<Vec<Inserted>, WriteError> {
         let now = now_millis();
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(people.len());
@@ -220,6 +242,8 @@ impl Store {
             }
             outcomes.push(Inserted::New);
         }
+        let entries: Vec<NewEntry> = outcomes.iter().enumerate().map(|(i, o)| audit_for(i, o)).collect();
+        AuditLedger::append_in(&mut tx, self.audit_backend(), &entries).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -239,10 +263,7 @@ impl Store {
     }
 
     /// The person owning the field token `token_id`, with their stored fields.
-    pub async fn person_by_field_token(
-        &self,
-        token_id: &[u8; 16],
-    ) -> Result<Option<PersonRecord>, sqlx::Error> {
+    pub async fn person_by_field_token(&self, token_id: &[u8; 16]) -> Result<Option<PersonRecord>, sqlx::Error> {
         let owner = sqlx::query("SELECT person_id FROM field_values WHERE token_id = $1")
             .bind(token_id.to_vec())
             .fetch_optional(&self.pool)
@@ -255,11 +276,7 @@ impl Store {
 
     /// People whose blind-index entry for `field` matches one of `digests`
     /// (one digest per index-key version in use).
-    pub async fn lookup(
-        &self,
-        field: Field,
-        digests: &[(u32, [u8; 32])],
-    ) -> Result<Vec<[u8; 16]>, sqlx::Error> {
+    pub async fn lookup(&self, field: Field, digests: &[(u32, [u8; 32])]) -> Result<Vec<[u8; 16]>, sqlx::Error> {
         let mut found = Vec::new();
         for (version, digest) in digests {
             let rows = sqlx::query(
@@ -289,7 +306,8 @@ impl Store {
         field: Field,
         value: Option<StoredField>,
         index: &[IndexEntry],
-    ) -> Result<bool, sqlx::Error> {
+        audit: &NewEntry,
+    ) -> Result<bool, WriteError> {
         let now = now_millis();
         let mut tx = self.pool.begin().await?;
         let exists = sqlx::query("SELECT 1 AS one FROM persons WHERE person_id = $1")
@@ -332,39 +350,32 @@ impl Store {
         for entry in index {
             insert_index(&mut tx, person_id, entry).await?;
         }
+        AuditLedger::append_in(&mut tx, self.audit_backend(), std::slice::from_ref(audit)).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// The token id of one field of a person, if stored.
-    pub async fn field_token(
-        &self,
-        person_id: &[u8; 16],
-        field: Field,
-    ) -> Result<Option<[u8; 16]>, sqlx::Error> {
-        let row =
-            sqlx::query("SELECT token_id FROM field_values WHERE person_id = $1 AND field = $2")
-                .bind(person_id.to_vec())
-                .bind(field.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+    pub async fn field_token(&self, person_id: &[u8; 16], field: Field) -> Result<Option<[u8; 16]>, sqlx::Error> {
+        let row = sqlx::query("SELECT token_id FROM field_values WHERE person_id = $1 AND field = $2")
+            .bind(person_id.to_vec())
+            .bind(field.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| id16(r.try_get("token_id")?)).transpose()
     }
 
     /// Crypto-shreds a person: removes their wrapped key, ciphertexts and index
     /// entries and records the erasure. Returns the number of field values removed,
     /// or `None` when there was no such person.
-    pub async fn erase(&self, person_id: &[u8; 16]) -> Result<Option<u32>, sqlx::Error> {
+    pub async fn erase(&self, person_id: &[u8; 16], audit: &NewEntry) -> Result<Option<u32>, WriteError> {
         let mut tx = self.pool.begin().await?;
         let removed_fields = sqlx::query("DELETE FROM field_values WHERE person_id = $1")
             .bind(person_id.to_vec())
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query("DELETE FROM blind_index WHERE person_id = $1")
-            .bind(person_id.to_vec())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM blind_index WHERE person_id = $1").bind(person_id.to_vec()).execute(&mut *tx).await?;
         let removed_person = sqlx::query("DELETE FROM persons WHERE person_id = $1")
             .bind(person_id.to_vec())
             .execute(&mut *tx)
@@ -374,22 +385,19 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         }
-        sqlx::query(
-            "INSERT INTO erasures (person_id, erased_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(person_id.to_vec())
-        .bind(now_millis())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO erasures (person_id, erased_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(person_id.to_vec())
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+        AuditLedger::append_in(&mut tx, self.audit_backend(), std::slice::from_ref(audit)).await?;
         tx.commit().await?;
         Ok(Some(u32::try_from(removed_fields).unwrap_or(u32::MAX)))
     }
 
     /// How many people are stored.
     pub async fn count_people(&self) -> Result<u64, sqlx::Error> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM persons")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM persons").fetch_one(&self.pool).await?;
         Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
     }
 }
@@ -417,11 +425,10 @@ async fn replayed(
     idempotency_key: &[u8; 32],
     request_digest: &[u8; 32],
 ) -> Result<Inserted, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT person_id, request_digest FROM persons WHERE idempotency_key = $1")
-            .bind(idempotency_key.to_vec())
-            .fetch_one(&mut **tx)
-            .await?;
+    let row = sqlx::query("SELECT person_id, request_digest FROM persons WHERE idempotency_key = $1")
+        .bind(idempotency_key.to_vec())
+        .fetch_one(&mut **tx)
+        .await?;
     let person_id = id16(row.try_get("person_id")?)?;
     let stored_digest: Option<Vec<u8>> = row.try_get("request_digest")?;
     let rows = sqlx::query("SELECT field, token_id FROM field_values WHERE person_id = $1")
@@ -430,10 +437,7 @@ async fn replayed(
         .await?;
     let mut fields = Vec::with_capacity(rows.len());
     for row in rows {
-        fields.push((
-            field_of(row.try_get("field")?)?,
-            id16(row.try_get("token_id")?)?,
-        ));
+        fields.push((field_of(row.try_get("field")?)?, id16(row.try_get("token_id")?)?));
     }
     fields.sort_by_key(|(field, _)| *field);
     Ok(Inserted::Replayed {
@@ -443,10 +447,7 @@ async fn replayed(
     })
 }
 
-fn person_record(
-    person_id: [u8; 16],
-    rows: Vec<sqlx::any::AnyRow>,
-) -> Result<Option<PersonRecord>, sqlx::Error> {
+fn person_record(person_id: [u8; 16], rows: Vec<sqlx::any::AnyRow>) -> Result<Option<PersonRecord>, sqlx::Error> {
     let Some(first) = rows.first() else {
         return Ok(None);
     };
@@ -468,9 +469,5 @@ fn person_record(
         });
     }
     fields.sort_by_key(|f| f.field);
-    Ok(Some(PersonRecord {
-        person_id,
-        key,
-        fields,
-    }))
+    Ok(Some(PersonRecord { person_id, key, fields }))
 }

@@ -8,9 +8,53 @@ use qupia_domain::Field;
 use qupia_transport::ServiceIdentity;
 use zeroize::Zeroizing;
 
+use qupia_audit::{AuditLedger, NewEntry, Operation, Outcome};
+
 use crate::Error;
 use crate::model::{FieldUpdate, LookupKey, Person};
 use crate::store::{IndexEntry, Inserted, NewPerson, PersonKey, PersonRecord, Store, StoredField};
+
+/// Who an operation is for and why, as the access log records it. The vault trusts
+/// these only from the gateway, which decided them.
+#[derive(Debug, Clone, Default)]
+pub struct AccessRecord {
+    /// The service the gateway acted for (or the direct caller).
+    pub caller: String,
+    pub purpose: String,
+    pub decision_id: String,
+    pub consent_id: String,
+    pub request_id: String,
+    pub trace_id: String,
+    pub reason: String,
+}
+
+impl AccessRecord {
+    /// An access-log entry for `operation` on `person`.
+    pub fn entry(&self, operation: Operation, person: &str, fields: &[Field], reason: &str) -> NewEntry {
+        NewEntry {
+            caller: self.caller.clone(),
+            operation: operation.as_str().to_owned(),
+            purpose: self.purpose.clone(),
+            person: person.to_owned(),
+            fields: fields.iter().map(|f| f.as_str().to_owned()).collect(),
+            outcome: Outcome::Allowed,
+            reason: if self.reason.is_empty() { reason.to_owned() } else { format!("{}; {reason}", self.reason) },
+            consent_id: self.consent_id.clone(),
+            request_id: self.request_id.clone(),
+            decision_id: self.decision_id.clone(),
+            trace_id: self.trace_id.clone(),
+        }
+    }
+}
+
+/// One token to reveal.
+#[derive(Debug, Clone)]
+pub struct RevealItem {
+    pub token: Token,
+    pub fields: Vec<Field>,
+    /// The consent this item relies on, when it differs per person.
+    pub consent_id: String,
+}
 
 /// The data-key version new people get. Field ciphertexts bind it in their AAD, so
 /// a future re-keying of a person's DEK can tell old ciphertexts from new ones.
@@ -42,12 +86,17 @@ pub struct Revealed {
 #[derive(Debug, Clone)]
 pub struct Vault {
     store: Store,
+    ledger: AuditLedger,
     keyring: Arc<Keyring>,
 }
 
 impl Vault {
     pub fn new(store: Store, keyring: Arc<Keyring>) -> Vault {
-        Vault { store, keyring }
+        Vault { ledger: store.audit_ledger(), store, keyring }
+    }
+
+    pub fn ledger(&self) -> &AuditLedger {
+        &self.ledger
     }
 
     pub fn store(&self) -> &Store {
@@ -65,14 +114,14 @@ impl Vault {
     /// Parses a token string; a malformed or forged token is refused here, before
     /// any database work.
     pub fn parse_token(&self, token: &str, field_name: &str) -> Result<Token, Error> {
-        Token::parse(token, self.keyring.token_key())
-            .map_err(|e| Error::invalid(field_name, e.to_string()))
+        Token::parse(token, self.keyring.token_key()).map_err(|e| Error::invalid(field_name, e.to_string()))
     }
 
     /// Stores people, one transaction for all; a result per item.
     pub async fn tokenize(
         &self,
         caller: &ServiceIdentity,
+        access: &AccessRecord,
         items: Vec<TokenizeItem>,
     ) -> Result<Vec<Result<Tokenized, Error>>, Error> {
         let mut rows = Vec::with_capacity(items.len());
@@ -82,23 +131,31 @@ impl Vault {
             rows.push(row);
             tokens.push(tokenized);
         }
-        let outcomes = self.store.insert_people(&rows).await?;
+        let audit_for = |i: usize, inserted: &Inserted| {
+            let (person, fields, reason) = match inserted {
+                Inserted::New => (
+                    tokens[i].person_token.clone(),
+                    tokens[i].field_tokens.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
+                    "stored",
+                ),
+                Inserted::Replayed { person_id, fields, same_request } => (
+                    self.encode(TokenKind::Person, *person_id),
+                    fields.iter().map(|(f, _)| *f).collect(),
+                    if *same_request { "replayed by idempotency key" } else { "refused: idempotency key reused" },
+                ),
+            };
+            access.entry(Operation::Tokenize, &person, &fields, reason)
+        };
+        let outcomes = self.store.insert_people(&rows, audit_for).await?;
         Ok(outcomes
             .into_iter()
             .zip(tokens)
             .map(|(outcome, fresh)| match outcome {
                 Inserted::New => Ok(fresh),
-                Inserted::Replayed {
-                    same_request: false,
-                    ..
-                } => Err(Error::FailedPrecondition(
-                    "the idempotency key was used before with other data",
-                )),
-                Inserted::Replayed {
-                    person_id,
-                    fields,
-                    same_request: true,
-                } => Ok(Tokenized {
+                Inserted::Replayed { same_request: false, .. } => {
+                    Err(Error::FailedPrecondition("the idempotency key was used before with other data"))
+                }
+                Inserted::Replayed { person_id, fields, same_request: true } => Ok(Tokenized {
                     person_token: self.encode(TokenKind::Person, person_id),
                     field_tokens: fields
                         .into_iter()
@@ -111,11 +168,7 @@ impl Vault {
     }
 
     /// Encrypts one person under a fresh data key and computes their index entries.
-    fn seal_person(
-        &self,
-        caller: &ServiceIdentity,
-        item: &TokenizeItem,
-    ) -> Result<(NewPerson, Tokenized), Error> {
+    fn seal_person(&self, caller: &ServiceIdentity, item: &TokenizeItem) -> Result<(NewPerson, Tokenized), Error> {
         let person_id = *Token::generate(TokenKind::Person).id();
         let dek = DataKey::generate();
         let wrapped = self.kek().wrap(&dek, &person_id)?;
@@ -129,10 +182,7 @@ impl Vault {
             fields.push(StoredField {
                 token_id,
                 field,
-                ciphertext: dek.seal(
-                    value.as_bytes(),
-                    &slot_aad(&person_id, field.as_str(), DEK_VERSION),
-                ),
+                ciphertext: dek.seal(value.as_bytes(), &slot_aad(&person_id, field.as_str(), DEK_VERSION)),
             });
             field_tokens.push((field, self.encode(TokenKind::Field, token_id)));
         }
@@ -146,39 +196,77 @@ impl Vault {
         });
         let row = NewPerson {
             person_id,
-            key: PersonKey {
-                dek_wrapped: wrapped.bytes,
-                kek_version: wrapped.kek_version,
-                dek_version: DEK_VERSION,
-            },
+            key: PersonKey { dek_wrapped: wrapped.bytes, kek_version: wrapped.kek_version, dek_version: DEK_VERSION },
             idempotency_key,
             request_digest: index_key.digest("request", &canonical_person(&item.person)),
             fields,
             index: index_entries(&self.keyring, &item.person),
         };
-        let tokenized = Tokenized {
-            person_token: self.encode(TokenKind::Person, person_id),
-            field_tokens,
-            replayed: false,
-        };
+        let tokenized =
+            Tokenized { person_token: self.encode(TokenKind::Person, person_id), field_tokens, replayed: false };
         Ok((row, tokenized))
     }
 
-    /// Reveals the fields asked for (all stored fields when `fields` is empty) of the
-    /// person behind a person token, or the one field behind a field token.
-    pub async fn reveal(&self, token: &Token, fields: &[Field]) -> Result<Revealed, Error> {
+    /// Reveals each item: the fields asked for (all stored fields when none are named)
+    /// of a person token, or the one field of a field token.
+    ///
+    /// The stored ciphertexts are fetched first, then every item's decision is written
+    /// to the access log in one transaction, and only then is anything decrypted. If
+    /// the log cannot be written, the whole call fails and nothing is revealed.
+    pub async fn reveal(
+        &self,
+        access: &AccessRecord,
+        items: &[RevealItem],
+    ) -> Result<Vec<Result<Revealed, Error>>, Error> {
+        let mut fetched: Vec<Result<(PersonRecord, Vec<Field>), Error>> = Vec::with_capacity(items.len());
+        for item in items {
+            fetched.push(self.fetch(item).await);
+        }
+        let entries: Vec<NewEntry> = items
+            .iter()
+            .zip(&fetched)
+            .map(|(item, fetched)| {
+                let mut record = access.clone();
+                if !item.consent_id.is_empty() {
+                    record.consent_id = item.consent_id.clone();
+                }
+                match fetched {
+                    Ok((person, fields)) => record.entry(
+                        Operation::Reveal,
+                        &self.encode(TokenKind::Person, person.person_id),
+                        fields,
+                        "revealed",
+                    ),
+                    Err(err) => {
+                        let token = self.encode(item.token.kind(), *item.token.id());
+                        record.entry(
+                            Operation::Reveal,
+                            &token,
+                            &item.fields,
+                            &format!("not revealed: {}", err.code_name()),
+                        )
+                    }
+                }
+            })
+            .collect();
+        self.ledger.append(&entries).await?;
+        Ok(fetched
+            .into_iter()
+            .map(|fetched| fetched.and_then(|(person, fields)| self.open_fields(&person, &fields)))
+            .collect())
+    }
+
+    /// The stored record behind a token and the fields to reveal of it; nothing decrypted.
+    async fn fetch(&self, item: &RevealItem) -> Result<(PersonRecord, Vec<Field>), Error> {
+        let token = &item.token;
         let record = match token.kind() {
             TokenKind::Person => self.store.person(token.id()).await?,
             TokenKind::Field => self.store.person_by_field_token(token.id()).await?,
             TokenKind::Document => {
-                return Err(Error::invalid(
-                    "token",
-                    "a document token cannot be revealed as fields",
-                ));
+                return Err(Error::invalid("token", "a document token cannot be revealed as fields"));
             }
         }
         .ok_or(Error::NotFound("token"))?;
-
         let wanted: Vec<Field> = match token.kind() {
             TokenKind::Field => {
                 let own = record
@@ -187,49 +275,37 @@ impl Vault {
                     .find(|f| f.token_id == *token.id())
                     .map(|f| f.field)
                     .ok_or(Error::NotFound("token"))?;
-                if fields.iter().any(|f| *f != own) {
-                    return Err(Error::invalid(
-                        "fields",
-                        "a field token reveals only its own field",
-                    ));
+                if item.fields.iter().any(|f| *f != own) {
+                    return Err(Error::invalid("fields", "a field token reveals only its own field"));
                 }
                 vec![own]
             }
-            _ if fields.is_empty() => Field::ALL.to_vec(),
-            _ => fields.to_vec(),
+            _ if item.fields.is_empty() => Field::ALL.to_vec(),
+            _ => item.fields.clone(),
         };
-        self.open_fields(&record, &wanted)
+        Ok((record, wanted))
     }
 
     fn open_fields(&self, record: &PersonRecord, wanted: &[Field]) -> Result<Revealed, Error> {
         let dek = self.unwrap_dek(record)?;
         let mut values = Vec::with_capacity(wanted.len());
         for stored in record.fields.iter().filter(|f| wanted.contains(&f.field)) {
-            let aad = slot_aad(
-                &record.person_id,
-                stored.field.as_str(),
-                record.key.dek_version,
-            );
+            let aad = slot_aad(&record.person_id, stored.field.as_str(), record.key.dek_version);
             let plaintext = dek.open(&stored.ciphertext, &aad)?;
             let text = std::str::from_utf8(&plaintext).map_err(|_| Error::Integrity)?;
             values.push((stored.field, Zeroizing::new(text.to_owned())));
         }
-        Ok(Revealed {
-            person_token: self.encode(TokenKind::Person, record.person_id),
-            values,
-        })
+        Ok(Revealed { person_token: self.encode(TokenKind::Person, record.person_id), values })
     }
 
     fn unwrap_dek(&self, record: &PersonRecord) -> Result<DataKey, Error> {
-        let wrapped = WrappedKey {
-            kek_version: record.key.kek_version,
-            bytes: record.key.dek_wrapped.clone(),
-        };
+        let wrapped = WrappedKey { kek_version: record.key.kek_version, bytes: record.key.dek_wrapped.clone() };
         Ok(self.kek().unwrap(&wrapped, &record.person_id)?)
     }
 
     /// The person tokens of an e-mail or phone, through every index-key version in use.
-    pub async fn lookup(&self, key: &LookupKey) -> Result<Vec<String>, Error> {
+    /// The lookup is in the access log before its answer leaves.
+    pub async fn lookup(&self, access: &AccessRecord, key: &LookupKey) -> Result<Vec<String>, Error> {
         let (field, normalized) = match key {
             LookupKey::Email(email) => (Field::Email, email.lookup_key()),
             LookupKey::Phone(phone) => (Field::Phone, phone.e164()),
@@ -238,40 +314,35 @@ impl Vault {
             .keyring
             .blind_index_keys()
             .iter()
-            .map(|key| {
-                (
-                    key.version(),
-                    key.digest(field.as_str(), normalized.as_bytes()),
-                )
-            })
+            .map(|key| (key.version(), key.digest(field.as_str(), normalized.as_bytes())))
             .collect();
         let ids = self.store.lookup(field, &digests).await?;
-        Ok(ids
-            .into_iter()
-            .map(|id| self.encode(TokenKind::Person, id))
-            .collect())
+        let tokens: Vec<String> = ids.into_iter().map(|id| self.encode(TokenKind::Person, id)).collect();
+        // The lookup is in the access log before its answer leaves.
+        let entries: Vec<NewEntry> = if tokens.is_empty() {
+            vec![access.entry(Operation::Lookup, "", &[field], "nobody found")]
+        } else {
+            tokens.iter().map(|t| access.entry(Operation::Lookup, t, &[field], "found")).collect()
+        };
+        self.ledger.append(&entries).await?;
+        Ok(tokens)
     }
 
     /// Rectifies one field: new ciphertext (and index entry), same token.
     /// Returns the field's token, or `None` when the field was cleared.
     pub async fn update_field(
         &self,
+        access: &AccessRecord,
         person: &Token,
         update: FieldUpdate,
     ) -> Result<Option<String>, Error> {
         if person.kind() != TokenKind::Person {
             return Err(Error::invalid("person_token", "must be a person token"));
         }
-        let record = self
-            .store
-            .person(person.id())
-            .await?
-            .ok_or(Error::NotFound("person"))?;
+        let record = self.store.person(person.id()).await?.ok_or(Error::NotFound("person"))?;
         let dek = self.unwrap_dek(&record)?;
         let (field, value): (Field, Option<String>) = match &update {
-            FieldUpdate::Name(field, part) => {
-                (*field, part.as_ref().map(|p| p.as_str().to_owned()))
-            }
+            FieldUpdate::Name(field, part) => (*field, part.as_ref().map(|p| p.as_str().to_owned())),
             FieldUpdate::Email(email) => (Field::Email, Some(email.as_str().to_owned())),
             FieldUpdate::Phone(phone) => (Field::Phone, Some(phone.e164().to_owned())),
         };
@@ -283,10 +354,7 @@ impl Vault {
         let stored = value.as_ref().map(|value| StoredField {
             token_id,
             field,
-            ciphertext: dek.seal(
-                value.as_bytes(),
-                &slot_aad(person.id(), field.as_str(), record.key.dek_version),
-            ),
+            ciphertext: dek.seal(value.as_bytes(), &slot_aad(person.id(), field.as_str(), record.key.dek_version)),
         });
         let index: Vec<IndexEntry> = match &update {
             FieldUpdate::Email(email) => vec![self.index_entry(Field::Email, email.lookup_key())],
@@ -294,11 +362,13 @@ impl Vault {
             FieldUpdate::Name(..) => Vec::new(),
         };
         let cleared = stored.is_none();
-        if !self
-            .store
-            .update_field(person.id(), field, stored, &index)
-            .await?
-        {
+        let entry = access.entry(
+            Operation::Update,
+            &self.encode(TokenKind::Person, *person.id()),
+            &[field],
+            if cleared { "cleared" } else { "rectified" },
+        );
+        if !self.store.update_field(person.id(), field, stored, &index, &entry).await? {
             return Err(Error::NotFound("person"));
         }
         Ok((!cleared).then(|| self.encode(TokenKind::Field, token_id)))
@@ -306,38 +376,30 @@ impl Vault {
 
     fn index_entry(&self, field: Field, normalized: &str) -> IndexEntry {
         let key = self.keyring.blind_index_key();
-        IndexEntry {
-            field,
-            version: key.version(),
-            digest: key.digest(field.as_str(), normalized.as_bytes()),
-        }
+        IndexEntry { field, version: key.version(), digest: key.digest(field.as_str(), normalized.as_bytes()) }
     }
 
     /// Crypto-shreds a person. Returns how many field values were destroyed.
-    pub async fn erase(&self, person: &Token) -> Result<u32, Error> {
+    pub async fn erase(&self, access: &AccessRecord, person: &Token) -> Result<u32, Error> {
         if person.kind() != TokenKind::Person {
             return Err(Error::invalid("person_token", "must be a person token"));
         }
-        self.store
-            .erase(person.id())
-            .await?
-            .ok_or(Error::NotFound("person"))
+        let person_token = self.encode(TokenKind::Person, *person.id());
+        let entry = access.entry(Operation::Erase, &person_token, &Field::ALL, "crypto-shredded");
+        self.store.erase(person.id(), &entry).await?.ok_or(Error::NotFound("person"))
     }
 }
 
 fn index_entries(keyring: &Keyring, person: &Person) -> Vec<IndexEntry> {
     let key = keyring.blind_index_key();
-    [
-        (Field::Email, person.email.lookup_key()),
-        (Field::Phone, person.phone.e164()),
-    ]
-    .into_iter()
-    .map(|(field, normalized)| IndexEntry {
-        field,
-        version: key.version(),
-        digest: key.digest(field.as_str(), normalized.as_bytes()),
-    })
-    .collect()
+    [(Field::Email, person.email.lookup_key()), (Field::Phone, person.phone.e164())]
+        .into_iter()
+        .map(|(field, normalized)| IndexEntry {
+            field,
+            version: key.version(),
+            digest: key.digest(field.as_str(), normalized.as_bytes()),
+        })
+        .collect()
 }
 
 /// An unambiguous encoding of a person's values, only ever fed to a keyed HMAC

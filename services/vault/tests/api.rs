@@ -25,19 +25,14 @@ fn access() -> Option<AccessContext> {
     Some(AccessContext {
         purpose: Purpose::ServiceDelivery as i32,
         decision_id: "test".into(),
+        caller: "spiffe://qupia/ns/default/sa/accounts".into(),
+        ..Default::default()
     })
 }
 
-async fn tokenize(
-    client: &mut VaultServiceClient<Channel>,
-    input: PersonInput,
-    key: &str,
-) -> PersonTokens {
+async fn tokenize(client: &mut VaultServiceClient<Channel>, input: PersonInput, key: &str) -> PersonTokens {
     client
-        .tokenize(TokenizeRequest {
-            person: Some(input),
-            idempotency_key: key.into(),
-        })
+        .tokenize(TokenizeRequest { person: Some(input), idempotency_key: key.into(), ..Default::default() })
         .await
         .expect("tokenize")
         .into_inner()
@@ -58,31 +53,17 @@ async fn reveal(
         })
         .await?
         .into_inner();
-    Ok(response
-        .values
-        .into_iter()
-        .map(|v| (v.field, v.value))
-        .collect())
+    Ok(response.values.into_iter().map(|v| (v.field, v.value)).collect())
 }
 
 async fn lookup(client: &mut VaultServiceClient<Channel>, key: lookup_request::Key) -> Vec<String> {
-    client
-        .lookup(LookupRequest {
-            key: Some(key),
-            access: access(),
-        })
-        .await
-        .expect("lookup")
-        .into_inner()
-        .person_tokens
+    client.lookup(LookupRequest { key: Some(key), access: access() }).await.expect("lookup").into_inner().person_tokens
 }
 
 /// Opens a raw connection to the vault's database, as an attacker or operator would.
 async fn raw(vault: &VaultHarness) -> sqlx::AnyConnection {
     sqlx::any::install_default_drivers();
-    sqlx::AnyConnection::connect(&vault.db.url)
-        .await
-        .expect("raw connection")
+    sqlx::AnyConnection::connect(&vault.db.admin_url).await.expect("raw connection")
 }
 
 async fn count(vault: &VaultHarness, table: &str) -> i64 {
@@ -100,15 +81,9 @@ async fn round_trip(backend: Backend) {
     let vault = VaultHarness::start(backend).await;
     let mut client = vault.gateway().await;
     let tokens = tokenize(&mut client, person(0), "").await;
-    assert_eq!(
-        tokens.field_tokens.len(),
-        5,
-        "surname, given name, patronymic, e-mail, phone"
-    );
+    assert_eq!(tokens.field_tokens.len(), 5, "surname, given name, patronymic, e-mail, phone");
 
-    let values = reveal(&mut client, &tokens.person_token, &[])
-        .await
-        .expect("reveal");
+    let values = reveal(&mut client, &tokens.person_token, &[]).await.expect("reveal");
     let (surname, given, patronymic, email, phone) = PEOPLE[0];
     assert_eq!(
         values,
@@ -122,39 +97,23 @@ async fn round_trip(backend: Backend) {
     );
 
     // Only the fields asked for.
-    let values = reveal(&mut client, &tokens.person_token, &[Field::Email])
-        .await
-        .expect("reveal e-mail");
+    let values = reveal(&mut client, &tokens.person_token, &[Field::Email]).await.expect("reveal e-mail");
     assert_eq!(values, vec![(Field::Email as i32, email.to_owned())]);
 
     // Each field token reveals its own field, and nothing else.
     for field_token in &tokens.field_tokens {
-        let values = reveal(&mut client, &field_token.token, &[])
-            .await
-            .expect("reveal field token");
+        let values = reveal(&mut client, &field_token.token, &[]).await.expect("reveal field token");
         assert_eq!(values.len(), 1);
         assert_eq!(values[0].0, field_token.field);
     }
-    let phone_token = &tokens
-        .field_tokens
-        .iter()
-        .find(|t| t.field == Field::Phone as i32)
-        .unwrap()
-        .token;
-    let err = reveal(&mut client, phone_token, &[Field::Surname])
-        .await
-        .unwrap_err();
+    let phone_token = &tokens.field_tokens.iter().find(|t| t.field == Field::Phone as i32).unwrap().token;
+    let err = reveal(&mut client, phone_token, &[Field::Surname]).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // A person without a patronymic has no patronymic token.
     let tokens = tokenize(&mut client, person(2), "").await;
     assert_eq!(tokens.field_tokens.len(), 4);
-    assert!(
-        tokens
-            .field_tokens
-            .iter()
-            .all(|t| t.field != Field::Patronymic as i32)
-    );
+    assert!(tokens.field_tokens.iter().all(|t| t.field != Field::Patronymic as i32));
 }
 
 storage_test!(lookup_normalises_email_and_phone, lookup_normalises);
@@ -167,31 +126,15 @@ async fn lookup_normalises(backend: Backend) {
     let tokens = tokenize(&mut client, input, "").await;
     tokenize(&mut client, person(1), "").await;
 
-    for email in [
-        "aigerim.nurlanova@mail.kz",
-        "  AIGERIM.NURLANOVA@MAIL.KZ  ",
-        "Aigerim.Nurlanova@mail.kz",
-    ] {
+    for email in ["aigerim.nurlanova@mail.kz", "  AIGERIM.NURLANOVA@MAIL.KZ  ", "Aigerim.Nurlanova@mail.kz"] {
         let found = lookup(&mut client, lookup_request::Key::Email(email.into())).await;
-        assert_eq!(
-            found,
-            vec![tokens.person_token.clone()],
-            "e-mail spelled {email:?}"
-        );
+        assert_eq!(found, vec![tokens.person_token.clone()], "e-mail spelled {email:?}");
     }
     for phone in ["+7 701 123 45 67", "8 (701) 123-45-67", "+77011234567"] {
         let found = lookup(&mut client, lookup_request::Key::Phone(phone.into())).await;
-        assert_eq!(
-            found,
-            vec![tokens.person_token.clone()],
-            "phone spelled {phone:?}"
-        );
+        assert_eq!(found, vec![tokens.person_token.clone()], "phone spelled {phone:?}");
     }
-    let nobody = lookup(
-        &mut client,
-        lookup_request::Key::Email("nobody@mail.kz".into()),
-    )
-    .await;
+    let nobody = lookup(&mut client, lookup_request::Key::Email("nobody@mail.kz".into())).await;
     assert!(nobody.is_empty());
 }
 
@@ -200,45 +143,26 @@ async fn rectification(backend: Backend) {
     let vault = VaultHarness::start(backend).await;
     let mut client = vault.gateway().await;
     let tokens = tokenize(&mut client, person(1), "").await;
-    let email_token = tokens
-        .field_tokens
-        .iter()
-        .find(|t| t.field == Field::Email as i32)
-        .unwrap()
-        .token
-        .clone();
+    let email_token = tokens.field_tokens.iter().find(|t| t.field == Field::Email as i32).unwrap().token.clone();
 
     let updated = client
         .update_field(UpdateFieldRequest {
             person_token: tokens.person_token.clone(),
             field: Field::Email as i32,
             value: "Petr.Ivanov@New.kz".into(),
+            ..Default::default()
         })
         .await
         .expect("update")
         .into_inner();
-    assert_eq!(
-        updated.field_token, email_token,
-        "the field keeps its token"
-    );
+    assert_eq!(updated.field_token, email_token, "the field keeps its token");
     let values = reveal(&mut client, &email_token, &[]).await.unwrap();
-    assert_eq!(
-        values,
-        vec![(Field::Email as i32, "Petr.Ivanov@new.kz".to_owned())]
-    );
+    assert_eq!(values, vec![(Field::Email as i32, "Petr.Ivanov@new.kz".to_owned())]);
 
     // The blind index follows: the new address is found, the old one is not.
-    let found = lookup(
-        &mut client,
-        lookup_request::Key::Email("petr.ivanov@new.kz".into()),
-    )
-    .await;
+    let found = lookup(&mut client, lookup_request::Key::Email("petr.ivanov@new.kz".into())).await;
     assert_eq!(found, vec![tokens.person_token.clone()]);
-    assert!(
-        lookup(&mut client, lookup_request::Key::Email(PEOPLE[1].3.into()))
-            .await
-            .is_empty()
-    );
+    assert!(lookup(&mut client, lookup_request::Key::Email(PEOPLE[1].3.into())).await.is_empty());
 
     // Clearing the patronymic removes it.
     client
@@ -246,12 +170,11 @@ async fn rectification(backend: Backend) {
             person_token: tokens.person_token.clone(),
             field: Field::Patronymic as i32,
             value: String::new(),
+            ..Default::default()
         })
         .await
         .expect("clear patronymic");
-    let values = reveal(&mut client, &tokens.person_token, &[Field::Patronymic])
-        .await
-        .unwrap();
+    let values = reveal(&mut client, &tokens.person_token, &[Field::Patronymic]).await.unwrap();
     assert!(values.is_empty());
 }
 
@@ -263,46 +186,24 @@ async fn erase(backend: Backend) {
     let kept = tokenize(&mut client, person(1), "").await;
 
     let erased = client
-        .erase(EraseRequest {
-            person_token: gone.person_token.clone(),
-        })
+        .erase(EraseRequest { person_token: gone.person_token.clone(), ..Default::default() })
         .await
         .expect("erase")
         .into_inner();
     assert_eq!(erased.erased_fields, 5);
 
-    for token in
-        std::iter::once(&gone.person_token).chain(gone.field_tokens.iter().map(|t| &t.token))
-    {
+    for token in std::iter::once(&gone.person_token).chain(gone.field_tokens.iter().map(|t| &t.token)) {
         let err = reveal(&mut client, token, &[]).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "token of the erased person");
     }
-    assert!(
-        lookup(&mut client, lookup_request::Key::Email(PEOPLE[0].3.into()))
-            .await
-            .is_empty()
-    );
-    assert!(
-        lookup(&mut client, lookup_request::Key::Phone(PEOPLE[0].4.into()))
-            .await
-            .is_empty()
-    );
-    let again = client
-        .erase(EraseRequest {
-            person_token: gone.person_token.clone(),
-        })
-        .await
-        .unwrap_err();
+    assert!(lookup(&mut client, lookup_request::Key::Email(PEOPLE[0].3.into())).await.is_empty());
+    assert!(lookup(&mut client, lookup_request::Key::Phone(PEOPLE[0].4.into())).await.is_empty());
+    let again =
+        client.erase(EraseRequest { person_token: gone.person_token.clone(), ..Default::default() }).await.unwrap_err();
     assert_eq!(again.code(), Code::NotFound);
 
     // Nobody else is touched.
-    assert_eq!(
-        reveal(&mut client, &kept.person_token, &[])
-            .await
-            .unwrap()
-            .len(),
-        5
-    );
+    assert_eq!(reveal(&mut client, &kept.person_token, &[]).await.unwrap().len(), 5);
     assert_eq!(
         lookup(&mut client, lookup_request::Key::Email(PEOPLE[1].3.into())).await,
         vec![kept.person_token.clone()]
@@ -321,6 +222,7 @@ async fn idempotency(backend: Backend) {
         .tokenize(TokenizeRequest {
             person: Some(person(0)),
             idempotency_key: "signup-42".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -336,6 +238,7 @@ async fn idempotency(backend: Backend) {
                 .tokenize(TokenizeRequest {
                     person: Some(person(0)),
                     idempotency_key: "signup-42".into(),
+                    ..Default::default()
                 })
                 .await
         }));
@@ -352,6 +255,7 @@ async fn idempotency(backend: Backend) {
         .tokenize(TokenizeRequest {
             person: Some(person(1)),
             idempotency_key: "signup-42".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -365,14 +269,8 @@ async fn moved_ciphertext(backend: Backend) {
     let mut client = vault.gateway().await;
     let a = tokenize(&mut client, person(0), "").await;
     let b = tokenize(&mut client, person(1), "").await;
-    let field_token = |t: &PersonTokens, f: Field| {
-        t.field_tokens
-            .iter()
-            .find(|x| x.field == f as i32)
-            .unwrap()
-            .token
-            .clone()
-    };
+    let field_token =
+        |t: &PersonTokens, f: Field| t.field_tokens.iter().find(|x| x.field == f as i32).unwrap().token.clone();
 
     let mut conn = raw(&vault).await;
     // A's e-mail ciphertext copied over B's e-mail: another person's slot.
@@ -394,23 +292,13 @@ async fn moved_ciphertext(backend: Backend) {
     .await
     .unwrap();
 
-    for token in [
-        field_token(&b, Field::Email),
-        field_token(&a, Field::Phone),
-        b.person_token.clone(),
-    ] {
+    for token in [field_token(&b, Field::Email), field_token(&a, Field::Phone), b.person_token.clone()] {
         let err = reveal(&mut client, &token, &[]).await.unwrap_err();
         assert_eq!(err.code(), Code::DataLoss);
         assert_eq!(err.message(), "a stored value failed its integrity check");
     }
     // Untouched fields still reveal.
-    let ok = reveal(
-        &mut client,
-        &a.person_token,
-        &[Field::Email, Field::Surname],
-    )
-    .await
-    .unwrap();
+    let ok = reveal(&mut client, &a.person_token, &[Field::Email, Field::Surname]).await.unwrap();
     assert_eq!(ok.len(), 2);
 }
 
@@ -419,9 +307,7 @@ async fn moved_ciphertext(backend: Backend) {
 /// decodes the token (base64url of id || tag after a 4-character prefix).
 fn token_id(token: &str) -> Vec<u8> {
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(&token[4..])
-        .unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&token[4..]).unwrap();
     bytes[..16].to_vec()
 }
 
@@ -439,15 +325,11 @@ async fn no_plaintext(backend: Backend) {
             person_token: kept[1].person_token.clone(),
             field: Field::Surname as i32,
             value: "Петров".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
-    client
-        .erase(EraseRequest {
-            person_token: kept[2].person_token.clone(),
-        })
-        .await
-        .unwrap();
+    client.erase(EraseRequest { person_token: kept[2].person_token.clone(), ..Default::default() }).await.unwrap();
     lookup(&mut client, lookup_request::Key::Email(PEOPLE[0].3.into())).await;
     drop(client);
     vault.stop().await;
@@ -469,112 +351,39 @@ async fn bad_input(backend: Backend) {
 
     let long = "Ә".repeat(10_000);
     let cases: Vec<(&str, PersonInput)> = vec![
-        (
-            "person.surname",
-            PersonInput {
-                surname: String::new(),
-                ..person(1)
-            },
-        ),
-        (
-            "person.given_name",
-            PersonInput {
-                given_name: long.clone(),
-                ..person(1)
-            },
-        ),
-        (
-            "person.surname",
-            PersonInput {
-                surname: "Иванов2".into(),
-                ..person(1)
-            },
-        ),
-        (
-            "person.given_name",
-            PersonInput {
-                given_name: "Пё\u{202E}тр".into(),
-                ..person(1)
-            },
-        ),
-        (
-            "person.email",
-            PersonInput {
-                email: "p.ivanov@@example".into(),
-                ..person(1)
-            },
-        ),
-        (
-            "person.email",
-            PersonInput {
-                email: "not an address".into(),
-                ..person(1)
-            },
-        ),
-        (
-            "person.phone",
-            PersonInput {
-                phone: "12345".into(),
-                ..person(1)
-            },
-        ),
-        (
-            "person.phone",
-            PersonInput {
-                phone: "+7 701 ABC 45 67".into(),
-                ..person(1)
-            },
-        ),
+        ("person.surname", PersonInput { surname: String::new(), ..person(1) }),
+        ("person.given_name", PersonInput { given_name: long.clone(), ..person(1) }),
+        ("person.surname", PersonInput { surname: "Иванов2".into(), ..person(1) }),
+        ("person.given_name", PersonInput { given_name: "Пё\u{202E}тр".into(), ..person(1) }),
+        ("person.email", PersonInput { email: "p.ivanov@@example".into(), ..person(1) }),
+        ("person.email", PersonInput { email: "not an address".into(), ..person(1) }),
+        ("person.phone", PersonInput { phone: "12345".into(), ..person(1) }),
+        ("person.phone", PersonInput { phone: "+7 701 ABC 45 67".into(), ..person(1) }),
     ];
     for (field, input) in cases {
-        let secret_bits = [
-            input.surname.clone(),
-            input.given_name.clone(),
-            input.email.clone(),
-            input.phone.clone(),
-        ];
+        let secret_bits = [input.surname.clone(), input.given_name.clone(), input.email.clone(), input.phone.clone()];
         let err = client
-            .tokenize(TokenizeRequest {
-                person: Some(input),
-                idempotency_key: String::new(),
-            })
+            .tokenize(TokenizeRequest { person: Some(input), idempotency_key: String::new(), ..Default::default() })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(
-            err.message().starts_with(&format!("{field}: ")),
-            "{} names {field}",
-            err.message()
-        );
+        assert!(err.message().starts_with(&format!("{field}: ")), "{} names {field}", err.message());
         for bit in secret_bits.iter().filter(|b| b.len() > 3) {
-            assert!(
-                !err.message().contains(bit.as_str()),
-                "the error echoes a value"
-            );
+            assert!(!err.message().contains(bit.as_str()), "the error echoes a value");
         }
     }
 
     // Unknown fields, malformed and forged tokens.
-    let err = reveal(&mut client, &good.person_token, &[])
-        .await
-        .map(|_| ());
+    let err = reveal(&mut client, &good.person_token, &[]).await.map(|_| ());
     assert!(err.is_ok());
     let bad_field = client
-        .reveal(RevealRequest {
-            token: good.person_token.clone(),
-            fields: vec![99],
-            access: access(),
-        })
+        .reveal(RevealRequest { token: good.person_token.clone(), fields: vec![99], access: access() })
         .await
         .unwrap_err();
     assert_eq!(bad_field.code(), Code::InvalidArgument);
     assert_eq!(bad_field.message(), "fields[0]: is not a known field");
     let unspecified = client
-        .reveal(RevealRequest {
-            token: good.person_token.clone(),
-            fields: vec![0],
-            access: access(),
-        })
+        .reveal(RevealRequest { token: good.person_token.clone(), fields: vec![0], access: access() })
         .await
         .unwrap_err();
     assert_eq!(unspecified.code(), Code::InvalidArgument);
@@ -583,14 +392,9 @@ async fn bad_input(backend: Backend) {
     let last = forged.len() - 6;
     forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
     let forged = String::from_utf8(forged).unwrap();
-    for token in [
-        "",
-        "qpp_",
-        "not-a-token",
-        &"x".repeat(10_000),
-        &forged,
-        &good.person_token.replacen("qpp_", "qpf_", 1),
-    ] {
+    for token in
+        ["", "qpp_", "not-a-token", &"x".repeat(10_000), &forged, &good.person_token.replacen("qpp_", "qpf_", 1)]
+    {
         let err = reveal(&mut client, token, &[]).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "token {:.20}", token);
         assert!(err.message().starts_with("token: "));
@@ -600,6 +404,7 @@ async fn bad_input(backend: Backend) {
             person_token: forged.clone(),
             field: Field::Email as i32,
             value: "a@b.kz".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -609,6 +414,7 @@ async fn bad_input(backend: Backend) {
             person_token: good.person_token.clone(),
             field: Field::Phone as i32,
             value: "nope".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -617,11 +423,7 @@ async fn bad_input(backend: Backend) {
 
     // A purpose is required for a reveal.
     let err = client
-        .reveal(RevealRequest {
-            token: good.person_token.clone(),
-            fields: vec![],
-            access: None,
-        })
+        .reveal(RevealRequest { token: good.person_token.clone(), fields: vec![], access: None })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -629,11 +431,9 @@ async fn bad_input(backend: Backend) {
     // A message over the request size limit.
     let err = client
         .tokenize(TokenizeRequest {
-            person: Some(PersonInput {
-                surname: "Ә".repeat(1024 * 1024),
-                ..person(1)
-            }),
+            person: Some(PersonInput { surname: "Ә".repeat(1024 * 1024), ..person(1) }),
             idempotency_key: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -642,10 +442,7 @@ async fn bad_input(backend: Backend) {
 
     // A bad idempotency key.
     let err = client
-        .tokenize(TokenizeRequest {
-            person: Some(person(1)),
-            idempotency_key: "k".repeat(129),
-        })
+        .tokenize(TokenizeRequest { person: Some(person(1)), idempotency_key: "k".repeat(129), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -661,22 +458,14 @@ async fn batches(backend: Backend) {
     let response = client
         .batch_tokenize(BatchTokenizeRequest {
             items: vec![
+                BatchTokenizeItem { person: Some(person(0)), idempotency_key: String::new() },
                 BatchTokenizeItem {
-                    person: Some(person(0)),
+                    person: Some(PersonInput { email: "broken".into(), ..person(1) }),
                     idempotency_key: String::new(),
                 },
-                BatchTokenizeItem {
-                    person: Some(PersonInput {
-                        email: "broken".into(),
-                        ..person(1)
-                    }),
-                    idempotency_key: String::new(),
-                },
-                BatchTokenizeItem {
-                    person: Some(person(2)),
-                    idempotency_key: String::new(),
-                },
+                BatchTokenizeItem { person: Some(person(2)), idempotency_key: String::new() },
             ],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -704,14 +493,13 @@ async fn batches(backend: Backend) {
                 BatchRevealItem {
                     token: tokens[0].as_ref().unwrap().person_token.clone(),
                     fields: vec![Field::Email as i32],
+                    ..Default::default()
                 },
-                BatchRevealItem {
-                    token: "garbage".into(),
-                    fields: vec![],
-                },
+                BatchRevealItem { token: "garbage".into(), fields: vec![], ..Default::default() },
                 BatchRevealItem {
                     token: tokens[2].as_ref().unwrap().person_token.clone(),
                     fields: vec![Field::Phone as i32],
+                    ..Default::default()
                 },
             ],
             access: access(),
@@ -727,18 +515,8 @@ async fn batches(backend: Backend) {
             batch_reveal_result::Result::Error(e) => Err(e.field),
         })
         .collect();
-    assert_eq!(
-        values,
-        vec![
-            Ok(PEOPLE[0].3.to_owned()),
-            Err("items[1].token".to_owned()),
-            Ok(PEOPLE[2].4.to_owned())
-        ]
-    );
+    assert_eq!(values, vec![Ok(PEOPLE[0].3.to_owned()), Err("items[1].token".to_owned()), Ok(PEOPLE[2].4.to_owned())]);
 
-    let empty = client
-        .batch_tokenize(BatchTokenizeRequest { items: vec![] })
-        .await
-        .unwrap_err();
+    let empty = client.batch_tokenize(BatchTokenizeRequest { items: vec![], ..Default::default() }).await.unwrap_err();
     assert_eq!(empty.code(), Code::InvalidArgument);
 }

@@ -20,11 +20,7 @@ impl Drop for VaultProcess {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn spawn(db: &TestDb, pki: &TestPki, keyring: &std::path::Path, port: u16) -> VaultProcess {
@@ -80,6 +76,7 @@ async fn survives_kill(backend: Backend) {
                     phone: (*phone).into(),
                 }),
                 idempotency_key: format!("crash-{i}"),
+                ..Default::default()
             })
             .await
             .expect("tokenize")
@@ -100,13 +97,12 @@ async fn survives_kill(backend: Backend) {
         let values = vault
             .reveal(RevealRequest {
                 token,
-                fields: vec![
-                    qupia_api::types::v1::Field::Email as i32,
-                    qupia_api::types::v1::Field::Phone as i32,
-                ],
+                fields: vec![qupia_api::types::v1::Field::Email as i32, qupia_api::types::v1::Field::Phone as i32],
                 access: Some(AccessContext {
                     purpose: Purpose::ServiceDelivery as i32,
                     decision_id: "t".into(),
+                    caller: "spiffe://qupia/ns/default/sa/accounts".into(),
+                    ..Default::default()
                 }),
             })
             .await

@@ -15,6 +15,9 @@ pub enum DevCommand {
         /// The vault's address.
         #[arg(long, default_value = "127.0.0.1:7101")]
         vault_addr: SocketAddr,
+        /// The gateway's address.
+        #[arg(long, default_value = "127.0.0.1:7102")]
+        gateway_addr: SocketAddr,
     },
 }
 
@@ -36,13 +39,8 @@ fn issue_certificates(dev_dir: &Path) -> anyhow::Result<()> {
     let pki = DevPki::generate().context("generate the development CA")?;
     for service in SERVICES {
         let identity = ServiceIdentity::for_service("default", service);
-        pki.write_service_files(
-            &dev_dir.join("tls"),
-            service,
-            &identity,
-            &[service, "localhost"],
-        )
-        .with_context(|| format!("issue the {service} certificate"))?;
+        pki.write_service_files(&dev_dir.join("tls"), service, &identity, &[service, "localhost"])
+            .with_context(|| format!("issue the {service} certificate"))?;
     }
     Ok(())
 }
@@ -54,11 +52,14 @@ fn sqlite_url(path: &Path) -> anyhow::Result<String> {
 
 pub async fn run(command: DevCommand, dev_dir: &Path) -> anyhow::Result<()> {
     match command {
-        DevCommand::Up { vault_addr } => up(dev_dir, vault_addr).await,
+        DevCommand::Up { vault_addr, gateway_addr } => up(dev_dir, vault_addr, gateway_addr).await,
     }
 }
 
-async fn up(dev_dir: &Path, vault_addr: SocketAddr) -> anyhow::Result<()> {
+/// The privacy policy the suite enforces first; its SHA-256 is version 1.
+const PRIVACY_POLICY: &str = include_str!("../../../policies/privacy-policy.en.md");
+
+async fn up(dev_dir: &Path, vault_addr: SocketAddr, gateway_addr: SocketAddr) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -76,21 +77,70 @@ async fn up(dev_dir: &Path, vault_addr: SocketAddr) -> anyhow::Result<()> {
         trusted_callers: vec![ServiceIdentity::for_service("default", "gateway")],
         limits: qupia_vault::Limits::default(),
     };
-    let listener = tokio::net::TcpListener::bind(vault_addr)
-        .await
-        .with_context(|| format!("listen on {vault_addr}"))?;
+    let gateway_config = qupia_gateway::Config::new(
+        sqlite_url(&dev_dir.join("gateway.db"))?,
+        TlsMode::Mtls(tls_files(dev_dir, "gateway")),
+        vault_addr.to_string(),
+    );
+    let vault_listener =
+        tokio::net::TcpListener::bind(vault_addr).await.with_context(|| format!("listen on {vault_addr}"))?;
+    let gateway_listener =
+        tokio::net::TcpListener::bind(gateway_addr).await.with_context(|| format!("listen on {gateway_addr}"))?;
+
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
+        let mut receiver = stop.subscribe();
+        async move {
+            let _ = receiver.recv().await;
+        }
+    };
+    let vault = tokio::spawn(qupia_vault::serve(vault_config, vault_listener, stopped(&stop)));
+    let gateway = tokio::spawn(qupia_gateway::serve(gateway_config, gateway_listener, stopped(&stop)));
+    publish_first_version(dev_dir, gateway_addr).await?;
 
     println!("Qupia development suite (SQLite, mTLS with a development CA)");
-    println!("  vault      https://{vault_addr}");
+    println!("  gateway    https://{gateway_addr}   ← internal services call this");
+    println!("  vault      https://{vault_addr}   (answers the gateway only)");
     println!("  files      {}", dev_dir.display());
-    println!("  CA         {}", tls_files(dev_dir, "vault").ca.display());
     println!("Press Ctrl-C to stop.");
 
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    qupia_vault::serve(vault_config, listener, shutdown)
-        .await
-        .context("run the vault")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        outcome = vault => anyhow::bail!("the vault stopped: {outcome:?}"),
+        outcome = gateway => anyhow::bail!("the gateway stopped: {outcome:?}"),
+    }
+    let _ = stop.send(());
     Ok(())
+}
+
+/// Publishes the privacy policy as version 1 when nothing is published yet, so that
+/// consents can be recorded at once.
+async fn publish_first_version(dev_dir: &Path, gateway_addr: SocketAddr) -> anyhow::Result<()> {
+    use qupia_api::gateway::v1::consent_service_client::ConsentServiceClient;
+    use qupia_api::gateway::v1::{ListPolicyVersionsRequest, PublishPolicyVersionRequest};
+    use sha2::{Digest, Sha256};
+
+    let tls = tls_files(dev_dir, "qupiactl").client_config("gateway")?;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{gateway_addr}"))?.tls_config(tls)?;
+    let mut last_error = None;
+    for _ in 0..100 {
+        match endpoint.connect().await {
+            Ok(channel) => {
+                let mut consents = ConsentServiceClient::new(channel);
+                let versions = consents.list_policy_versions(ListPolicyVersionsRequest {}).await?.into_inner().versions;
+                if versions.is_empty() {
+                    consents
+                        .publish_policy_version(PublishPolicyVersionRequest {
+                            text_sha256: hex::encode(Sha256::digest(PRIVACY_POLICY.as_bytes())),
+                            reconsent_purposes: vec![],
+                        })
+                        .await?;
+                }
+                return Ok(());
+            }
+            Err(err) => last_error = Some(err),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the gateway did not come up: {last_error:?}")
 }

@@ -1,30 +1,31 @@
-//! `qupiactl`: runs the whole suite on a laptop (`dev up`) and talks to it.
+//! `qupiactl`: runs the whole suite on a laptop (`dev up`) and operates it: people,
+//! consents, the purpose policy and the access log.
+//!
+//! Exit codes: 0 success; 1 a check failed (e.g. `audit verify` found the log
+//! broken); 2 the command could not be carried out (bad arguments, a refused call).
 
+mod audit_cmd;
+mod client;
 mod dev;
-mod vault_cmd;
+mod person_cmd;
+mod policy_cmd;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "qupiactl",
-    version,
-    about = "Operate Qupia: run it locally, call it, inspect it"
-)]
+#[command(name = "qupiactl", version, about = "Operate Qupia: run it locally, call it, inspect it")]
 struct Cli {
     /// Where `dev up` keeps its certificates, keyring and databases.
-    #[arg(
-        long,
-        global = true,
-        env = "QUPIA_DEV_DIR",
-        default_value = ".qupia-dev"
-    )]
+    #[arg(long, global = true, env = "QUPIA_DEV_DIR", default_value = ".qupia-dev")]
     dev_dir: PathBuf,
-    /// Print JSON instead of text.
+    /// Print JSON lines instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    connection: client::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,30 +37,51 @@ enum Command {
         #[command(subcommand)]
         command: dev::DevCommand,
     },
-    /// Call the vault directly with the development certificates.
-    Vault {
-        /// The vault's address.
-        #[arg(long, env = "QUPIA_VAULT_ADDR", default_value = "127.0.0.1:7101")]
-        addr: String,
+    /// Store, reveal, find and erase people through the gateway.
+    Person {
         #[command(subcommand)]
-        command: vault_cmd::VaultCommand,
+        command: person_cmd::PersonCommand,
+    },
+    /// Record and inspect consents.
+    Consent {
+        #[command(subcommand)]
+        command: person_cmd::ConsentCommand,
+    },
+    /// Explain the purpose policy; publish privacy-policy versions.
+    Policy {
+        #[command(subcommand)]
+        command: policy_cmd::PolicyCommand,
+    },
+    /// Query, follow, export and verify the access log.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cmd::AuditCommand,
     },
 }
 
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    if let Command::Dev { command } = cli.command {
+        dev::run(command, &cli.dev_dir).await?;
+        return Ok(true);
+    }
+    let channel = cli.connection.channel(&cli.dev_dir).await?;
+    match cli.command {
+        Command::Dev { .. } => Ok(true),
+        Command::Person { command } => person_cmd::run_person(command, channel, cli.json).await.map(|()| true),
+        Command::Consent { command } => person_cmd::run_consent(command, channel, cli.json).await.map(|()| true),
+        Command::Policy { command } => policy_cmd::run(command, channel, cli.json).await.map(|()| true),
+        Command::Audit { command } => audit_cmd::run(command, channel, cli.json).await,
+    }
+}
+
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let outcome = match cli.command {
-        Command::Dev { command } => dev::run(command, &cli.dev_dir).await,
-        Command::Vault { addr, command } => {
-            vault_cmd::run(command, &addr, &cli.dev_dir, cli.json).await
-        }
-    };
-    match outcome {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(err) => {
             eprintln!("qupiactl: {err:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }

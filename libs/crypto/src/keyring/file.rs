@@ -66,9 +66,7 @@ fn format_error(path: &Path, problem: impl std::fmt::Display) -> Error {
 pub(super) fn read(path: &Path) -> Result<(KeySet, TokenKey), Error> {
     let file = File::open(path).map_err(|err| io_error("open", path, &err))?;
     // Check the opened file itself, not the path, so it can't be swapped in between.
-    let metadata = file
-        .metadata()
-        .map_err(|err| io_error("inspect", path, &err))?;
+    let metadata = file.metadata().map_err(|err| io_error("inspect", path, &err))?;
     if !metadata.is_file() {
         return Err(format_error(path, "is not a regular file"));
     }
@@ -79,9 +77,7 @@ pub(super) fn read(path: &Path) -> Result<(KeySet, TokenKey), Error> {
 
     let capacity = usize::try_from(metadata.len()).unwrap_or(0) + 1;
     let mut text = Zeroizing::new(String::with_capacity(capacity));
-    file.take(MAX_FILE_LEN + 1)
-        .read_to_string(&mut text)
-        .map_err(|err| io_error("read", path, &err))?;
+    file.take(MAX_FILE_LEN + 1).read_to_string(&mut text).map_err(|err| io_error("read", path, &err))?;
     parse(path, &text)
 }
 
@@ -110,41 +106,22 @@ fn check_private(_path: &Path, _metadata: &fs::Metadata) -> Result<(), Error> {
 fn parse(path: &Path, text: &str) -> Result<(KeySet, TokenKey), Error> {
     // serde_json's messages can quote the offending value, which may be key text: report
     // only where the problem is.
-    let json_error = |err: serde_json::Error| {
-        format_error(
-            path,
-            format_args!("is not valid keyring json ({})", where_in(&err)),
-        )
-    };
+    let json_error =
+        |err: serde_json::Error| format_error(path, format_args!("is not valid keyring json ({})", where_in(&err)));
     let FormatOnly { format } = serde_json::from_str(text).map_err(json_error)?;
     if format != FORMAT {
-        return Err(format_error(
-            path,
-            format_args!("has format {format}, but this build reads format {FORMAT} only"),
-        ));
+        return Err(format_error(path, format_args!("has format {format}, but this build reads format {FORMAT} only")));
     }
     let file: KeyringFileV1<'_> = serde_json::from_str(text).map_err(json_error)?;
 
     let mut keks = std::collections::BTreeMap::new();
     for record in &file.keks {
         let key = decode_key(record.key).ok_or_else(|| {
-            format_error(
-                path,
-                format_args!(
-                    "has a kek version {} key that is not 32 bytes of base64",
-                    record.version
-                ),
-            )
+            format_error(path, format_args!("has a kek version {} key that is not 32 bytes of base64", record.version))
         })?;
-        let kek = Kek {
-            state: record.state,
-            key: Arc::new(key),
-        };
+        let kek = Kek { state: record.state, key: Arc::new(key) };
         if keks.insert(record.version, kek).is_some() {
-            return Err(format_error(
-                path,
-                format_args!("lists kek version {} twice", record.version),
-            ));
+            return Err(format_error(path, format_args!("lists kek version {} twice", record.version)));
         }
     }
 
@@ -153,10 +130,7 @@ fn parse(path: &Path, text: &str) -> Result<(KeySet, TokenKey), Error> {
         let key = decode_key(record.key).ok_or_else(|| {
             format_error(
                 path,
-                format_args!(
-                    "has a blind-index key version {} that is not 32 bytes of base64",
-                    record.version
-                ),
+                format_args!("has a blind-index key version {} that is not 32 bytes of base64", record.version),
             )
         })?;
         index_keys.push(Arc::new(BlindIndexKey::from_bytes(record.version, key)));
@@ -198,45 +172,27 @@ fn encode_key(key: &[u8; KEY_LEN]) -> Zeroizing<String> {
 
 /// The file's bytes for `keys`, in a zeroizing buffer.
 fn render(keys: &KeySet, token_key: &TokenKey) -> Zeroizing<Vec<u8>> {
-    let kek_texts: Vec<(u32, KeyState, Zeroizing<String>)> = keys
-        .keks
-        .iter()
-        .map(|(version, kek)| (*version, kek.state, encode_key(&kek.key)))
-        .collect();
+    let kek_texts: Vec<(u32, KeyState, Zeroizing<String>)> =
+        keys.keks.iter().map(|(version, kek)| (*version, kek.state, encode_key(&kek.key))).collect();
     // Oldest first, as a person reading the file expects a history.
-    let index_texts: Vec<(u32, Zeroizing<String>)> = keys
-        .index_keys
-        .iter()
-        .rev()
-        .map(|key| (key.version(), encode_key(key.as_bytes())))
-        .collect();
+    let index_texts: Vec<(u32, Zeroizing<String>)> =
+        keys.index_keys.iter().rev().map(|key| (key.version(), encode_key(key.as_bytes()))).collect();
     let token_text = encode_key(token_key.as_bytes());
 
     let file = KeyringFileV1 {
         format: FORMAT,
         keks: kek_texts
             .iter()
-            .map(|(version, state, key)| KekRecord {
-                version: *version,
-                state: *state,
-                key,
-            })
+            .map(|(version, state, key)| KekRecord { version: *version, state: *state, key })
             .collect(),
-        index_keys: index_texts
-            .iter()
-            .map(|(version, key)| IndexKeyRecord {
-                version: *version,
-                key,
-            })
-            .collect(),
+        index_keys: index_texts.iter().map(|(version, key)| IndexKeyRecord { version: *version, key }).collect(),
         token_key: &token_text,
     };
 
     // Reserve generously up front: a Vec that grows frees its old buffer unzeroized.
     let records = kek_texts.len() + index_texts.len() + 1;
     let mut bytes = Zeroizing::new(Vec::with_capacity(1024 + 256 * records));
-    serde_json::to_writer_pretty(&mut *bytes, &file)
-        .expect("serializing strings and integers into memory cannot fail");
+    serde_json::to_writer_pretty(&mut *bytes, &file).expect("serializing strings and integers into memory cannot fail");
     bytes.push(b'\n');
     bytes
 }
@@ -272,9 +228,7 @@ pub(super) fn replace(path: &Path, keys: &KeySet, token_key: &TokenKey) -> Resul
 
 /// Writes `bytes` to a new owner-only file beside `path` and syncs it to disk.
 fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf, Error> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| format_error(path, "is not a file path"))?;
+    let name = path.file_name().ok_or_else(|| format_error(path, "is not a file path"))?;
     let mut temp_name = std::ffi::OsString::from(".");
     temp_name.push(name);
     temp_name.push(format!(".{:016x}.tmp", rand::random::<u64>()));
@@ -286,9 +240,7 @@ fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf, Error> {
     // even between creating and writing it.
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&temp)
-        .map_err(|err| io_error("create a temporary file for", path, &err))?;
+    let mut file = options.open(&temp).map_err(|err| io_error("create a temporary file for", path, &err))?;
     let written = file.write_all(bytes).and_then(|()| file.sync_all());
     if let Err(err) = written {
         drop(file);

@@ -44,10 +44,7 @@ fn wrapped_key_unwraps_to_the_same_key() {
 fn wrapped_key_moved_to_another_person_fails_to_unwrap() {
     let (_dir, _path, keyring) = new_keyring();
     let wrapped = keyring.wrap(&DataKey::generate(), PERSON).expect("wraps");
-    assert!(matches!(
-        keyring.unwrap(&wrapped, b"person-0002"),
-        Err(Error::Decrypt)
-    ));
+    assert!(matches!(keyring.unwrap(&wrapped, b"person-0002"), Err(Error::Decrypt)));
 }
 
 #[test]
@@ -56,23 +53,11 @@ fn tampered_or_relabelled_wrapped_key_fails_to_unwrap() {
     let wrapped = keyring.wrap(&DataKey::generate(), PERSON).expect("wraps");
     let mut flipped = wrapped.clone();
     flipped.bytes[20] ^= 0x01;
-    assert!(matches!(
-        keyring.unwrap(&flipped, PERSON),
-        Err(Error::Decrypt)
-    ));
-    let truncated = WrappedKey {
-        kek_version: 1,
-        bytes: wrapped.bytes[..10].to_vec(),
-    };
+    assert!(matches!(keyring.unwrap(&flipped, PERSON), Err(Error::Decrypt)));
+    let truncated = WrappedKey { kek_version: 1, bytes: wrapped.bytes[..10].to_vec() };
     assert!(keyring.unwrap(&truncated, PERSON).is_err());
-    let unknown = WrappedKey {
-        kek_version: 9,
-        ..wrapped
-    };
-    assert!(matches!(
-        keyring.unwrap(&unknown, PERSON),
-        Err(Error::UnknownKeyVersion(9))
-    ));
+    let unknown = WrappedKey { kek_version: 9, ..wrapped };
+    assert!(matches!(keyring.unwrap(&unknown, PERSON), Err(Error::UnknownKeyVersion(9))));
 }
 
 #[test]
@@ -83,24 +68,17 @@ fn after_rotation_new_wraps_use_version_2_and_old_wraps_still_unwrap() {
 
     assert_eq!(keyring.rotate_kek().expect("rotates"), 2);
     assert_eq!(keyring.current_version(), 2);
-    assert_eq!(
-        keyring.versions(),
-        vec![(2, KeyState::Active), (1, KeyState::DecryptOnly)]
-    );
+    assert_eq!(keyring.versions(), vec![(2, KeyState::Active), (1, KeyState::DecryptOnly)]);
 
     let new = keyring.wrap(&DataKey::generate(), PERSON).expect("wraps");
     assert_eq!(new.kek_version, 2);
-    let unwrapped = keyring
-        .unwrap(&old, PERSON)
-        .expect("version 1 still unwraps");
+    let unwrapped = keyring.unwrap(&old, PERSON).expect("version 1 still unwraps");
     assert_eq!(unwrapped.as_bytes(), old_dek.as_bytes());
 
     // The rotation is on disk: a restarted vault sees the same versions.
     let reloaded = Keyring::load(&path).expect("reloads");
     assert_eq!(reloaded.versions(), keyring.versions());
-    reloaded
-        .unwrap(&new, PERSON)
-        .expect("new wrap unwraps after reload");
+    reloaded.unwrap(&new, PERSON).expect("new wrap unwraps after reload");
 }
 
 #[test]
@@ -108,9 +86,7 @@ fn retired_version_refuses_unwrap() {
     let (_dir, _path, keyring) = new_keyring();
     let old = keyring.wrap(&DataKey::generate(), PERSON).expect("wraps");
     keyring.rotate_kek().expect("rotates");
-    keyring
-        .set_kek_state(1, KeyState::Retired)
-        .expect("retires version 1");
+    keyring.set_kek_state(1, KeyState::Retired).expect("retires version 1");
     match keyring.unwrap(&old, PERSON) {
         Err(Error::KeyVersionNotUsable { version, state }) => {
             assert_eq!((version, state), (1, KeyState::Retired));
@@ -118,9 +94,7 @@ fn retired_version_refuses_unwrap() {
         other => panic!("expected KeyVersionNotUsable, got {other:?}"),
     }
     // Un-retiring is possible while the key still exists.
-    keyring
-        .set_kek_state(1, KeyState::DecryptOnly)
-        .expect("back to decrypt-only");
+    keyring.set_kek_state(1, KeyState::DecryptOnly).expect("back to decrypt-only");
     keyring.unwrap(&old, PERSON).expect("unwraps again");
 }
 
@@ -129,29 +103,17 @@ fn active_version_cannot_be_retired_or_another_activated() {
     let (_dir, path, keyring) = new_keyring();
     assert!(matches!(
         keyring.set_kek_state(1, KeyState::Retired),
-        Err(Error::KeyVersionNotUsable {
-            version: 1,
-            state: KeyState::Active
-        })
+        Err(Error::KeyVersionNotUsable { version: 1, state: KeyState::Active })
     ));
     keyring.rotate_kek().expect("rotates");
     assert!(matches!(
         keyring.set_kek_state(1, KeyState::Active),
-        Err(Error::KeyVersionNotUsable {
-            version: 1,
-            state: KeyState::DecryptOnly
-        })
+        Err(Error::KeyVersionNotUsable { version: 1, state: KeyState::DecryptOnly })
     ));
-    assert!(matches!(
-        keyring.set_kek_state(7, KeyState::Retired),
-        Err(Error::UnknownKeyVersion(7))
-    ));
+    assert!(matches!(keyring.set_kek_state(7, KeyState::Retired), Err(Error::UnknownKeyVersion(7))));
     // Refused changes leave memory and disk as they were.
     assert_eq!(keyring.current_version(), 2);
-    assert_eq!(
-        Keyring::load(&path).expect("reloads").versions(),
-        keyring.versions()
-    );
+    assert_eq!(Keyring::load(&path).expect("reloads").versions(), keyring.versions());
 }
 
 #[test]
@@ -161,20 +123,12 @@ fn destroyed_version_is_gone_and_only_retired_versions_can_be_destroyed() {
     keyring.rotate_kek().expect("rotates");
     assert!(matches!(
         keyring.destroy_kek(1),
-        Err(Error::KeyVersionNotUsable {
-            version: 1,
-            state: KeyState::DecryptOnly
-        })
+        Err(Error::KeyVersionNotUsable { version: 1, state: KeyState::DecryptOnly })
     ));
-    keyring
-        .set_kek_state(1, KeyState::Retired)
-        .expect("retires");
+    keyring.set_kek_state(1, KeyState::Retired).expect("retires");
     keyring.destroy_kek(1).expect("destroys");
     assert_eq!(keyring.versions(), vec![(2, KeyState::Active)]);
-    assert!(matches!(
-        keyring.unwrap(&old, PERSON),
-        Err(Error::UnknownKeyVersion(1))
-    ));
+    assert!(matches!(keyring.unwrap(&old, PERSON), Err(Error::UnknownKeyVersion(1))));
     let reloaded = Keyring::load(&path).expect("reloads");
     assert_eq!(reloaded.versions(), vec![(2, KeyState::Active)]);
     // Version numbers are never reused after a destruction.
@@ -190,9 +144,7 @@ fn keyring_file_is_created_owner_only() {
     keyring.rotate_kek().expect("rotates");
     assert_eq!(mode_of(&path), 0o600);
     // No temporary files are left behind.
-    let entries = fs::read_dir(path.parent().expect("has a parent"))
-        .expect("lists")
-        .count();
+    let entries = fs::read_dir(path.parent().expect("has a parent")).expect("lists").count();
     assert_eq!(entries, 1);
 }
 
@@ -314,9 +266,7 @@ fn load_of_a_missing_file_fails_and_load_or_create_does_not_overwrite() {
     let first = Keyring::load_or_create(&path).expect("creates");
     let wrapped = first.wrap(&DataKey::generate(), PERSON).expect("wraps");
     let second = Keyring::load_or_create(&path).expect("loads");
-    second
-        .unwrap(&wrapped, PERSON)
-        .expect("same keys, not a new keyring");
+    second.unwrap(&wrapped, PERSON).expect("same keys, not a new keyring");
 }
 
 #[test]
@@ -325,31 +275,16 @@ fn blind_index_rotation_keeps_old_versions_newest_first() {
     let old = keyring.blind_index_key();
     assert_eq!(keyring.rotate_blind_index_key().expect("rotates"), 2);
     assert_eq!(keyring.blind_index_key().version(), 2);
-    let versions: Vec<u32> = keyring
-        .blind_index_keys()
-        .iter()
-        .map(|key| key.version())
-        .collect();
+    let versions: Vec<u32> = keyring.blind_index_keys().iter().map(|key| key.version()).collect();
     assert_eq!(versions, vec![2, 1]);
     // An index computed before the rotation is still found through the old key.
-    assert_eq!(
-        keyring.blind_index_keys()[1].digest("email", b"a@b.kz"),
-        old.digest("email", b"a@b.kz")
-    );
+    assert_eq!(keyring.blind_index_keys()[1].digest("email", b"a@b.kz"), old.digest("email", b"a@b.kz"));
     let reloaded = Keyring::load(&path).expect("reloads");
     assert_eq!(reloaded.blind_index_keys().len(), 2);
 
-    assert!(matches!(
-        keyring.remove_blind_index_key(2),
-        Err(Error::Keyring(_))
-    ));
-    assert!(matches!(
-        keyring.remove_blind_index_key(5),
-        Err(Error::UnknownKeyVersion(5))
-    ));
-    keyring
-        .remove_blind_index_key(1)
-        .expect("removes the old key");
+    assert!(matches!(keyring.remove_blind_index_key(2), Err(Error::Keyring(_))));
+    assert!(matches!(keyring.remove_blind_index_key(5), Err(Error::UnknownKeyVersion(5))));
+    keyring.remove_blind_index_key(1).expect("removes the old key");
     assert_eq!(keyring.blind_index_keys().len(), 1);
 }
 
@@ -391,20 +326,8 @@ fn debug_output_contains_no_key_bytes() {
     let text = fs::read_to_string(&path).expect("reads");
     let json: serde_json::Value = serde_json::from_str(&text).expect("json");
     let mut keys = vec![json["token_key"].clone()];
-    keys.extend(
-        json["keks"]
-            .as_array()
-            .expect("array")
-            .iter()
-            .map(|kek| kek["key"].clone()),
-    );
-    keys.extend(
-        json["index_keys"]
-            .as_array()
-            .expect("array")
-            .iter()
-            .map(|key| key["key"].clone()),
-    );
+    keys.extend(json["keks"].as_array().expect("array").iter().map(|kek| kek["key"].clone()));
+    keys.extend(json["index_keys"].as_array().expect("array").iter().map(|key| key["key"].clone()));
     assert_eq!(keys.len(), 4);
     for key in keys {
         let encoded = key.as_str().expect("string");
@@ -415,8 +338,6 @@ fn debug_output_contains_no_key_bytes() {
 
 fn decode_key(encoded: &str) -> [u8; KEY_LEN] {
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .expect("base64");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).expect("base64");
     bytes.try_into().expect("32 bytes")
 }

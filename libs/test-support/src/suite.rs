@@ -1,0 +1,99 @@
+//! The vault and the gateway together, in-process, over real mTLS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use qupia_api::audit::v1::audit_service_client::AuditServiceClient;
+use qupia_api::gateway::v1::consent_service_client::ConsentServiceClient;
+use qupia_api::gateway::v1::gateway_service_client::GatewayServiceClient;
+use qupia_api::gateway::v1::policy_service_client::PolicyServiceClient;
+use qupia_transport::TlsMode;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use crate::{Backend, TestDb, TestPki, VaultHarness, connect};
+
+/// A running vault and gateway.
+#[derive(Debug)]
+pub struct Suite {
+    pub vault: VaultHarness,
+    pub gateway_addr: SocketAddr,
+    pub gateway_db: TestDb,
+    pub pki: Arc<TestPki>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), qupia_gateway::ServeError>>>,
+}
+
+impl Suite {
+    pub async fn start(backend: Backend) -> Suite {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts the suite after `adjust` has changed the gateway's configuration.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut qupia_gateway::Config)) -> Suite {
+        let pki = Arc::new(TestPki::new());
+        let vault = VaultHarness::start_in(backend, qupia_vault::Limits::default(), pki.clone()).await;
+        let gateway_db = TestDb::create(backend, "gateway").await;
+        let mut config = qupia_gateway::Config::new(
+            gateway_db.url.clone(),
+            TlsMode::Mtls(pki.service("gateway")),
+            vault.addr.to_string(),
+        );
+        config.max_connections = 4;
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let gateway_addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(qupia_gateway::serve(config, listener, async {
+            let _ = stopped.await;
+        }));
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(gateway_addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        Suite { vault, gateway_addr, gateway_db, pki, stop: Some(stop), task: Some(task) }
+    }
+
+    /// A channel to the gateway as `spiffe://qupia/ns/default/sa/<service>`.
+    pub async fn channel_as(&self, service: &str) -> Channel {
+        connect(self.gateway_addr, &self.pki.service(service), "gateway").await.expect("connect to the gateway")
+    }
+
+    pub async fn gateway_as(&self, service: &str) -> GatewayServiceClient<Channel> {
+        GatewayServiceClient::new(self.channel_as(service).await)
+    }
+
+    pub async fn consents_as(&self, service: &str) -> ConsentServiceClient<Channel> {
+        ConsentServiceClient::new(self.channel_as(service).await)
+    }
+
+    pub async fn policy_as(&self, service: &str) -> PolicyServiceClient<Channel> {
+        PolicyServiceClient::new(self.channel_as(service).await)
+    }
+
+    pub async fn audit_as(&self, service: &str) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(self.channel_as(service).await)
+    }
+
+    /// Stops the gateway and the vault, draining both.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("gateway task").expect("gateway stopped cleanly");
+        }
+        self.vault.stop().await;
+    }
+}
+
+impl Drop for Suite {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

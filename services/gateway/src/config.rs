@@ -1,0 +1,84 @@
+//! The gateway's configuration.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use qupia_transport::{ServiceIdentity, TlsMode};
+
+/// A per-caller request rate: a steady rate with a burst allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> RateLimit {
+        RateLimit { per_second: 500, burst: 1000 }
+    }
+}
+
+/// Who may do what besides revealing (revealing is the purpose policy's business).
+#[derive(Debug, Clone)]
+pub struct Roles {
+    /// May tokenize, rectify and erase people (the accounts service).
+    pub writers: Vec<ServiceIdentity>,
+    /// May record and read consents (the accounts service, the operator CLI).
+    pub consent_managers: Vec<ServiceIdentity>,
+    /// May publish policy versions, read the access log and explain any caller's
+    /// decisions (the security team's CLI).
+    pub security: Vec<ServiceIdentity>,
+}
+
+impl Default for Roles {
+    fn default() -> Roles {
+        let id = |service| ServiceIdentity::for_service("default", service);
+        Roles {
+            writers: vec![id("accounts")],
+            consent_managers: vec![id("accounts"), id("qupiactl")],
+            security: vec![id("qupiactl")],
+        }
+    }
+}
+
+/// Everything the gateway needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The gateway's own database (consents, policy versions).
+    pub database_url: String,
+    pub max_connections: u32,
+    pub tls: TlsMode,
+    /// The vault's address (`host:port`) and the DNS name its certificate carries.
+    pub vault_addr: String,
+    pub vault_server_name: String,
+    /// The purpose policy (Cedar); `None` = the shipped default.
+    pub policy_path: Option<PathBuf>,
+    /// How often the policy file is checked for changes (SIGHUP reloads at once).
+    pub policy_reload_interval: Duration,
+    pub roles: Roles,
+    pub rate_limit: RateLimit,
+    /// Per-caller overrides of `rate_limit`.
+    pub rate_limits: BTreeMap<ServiceIdentity, RateLimit>,
+    /// The most tokens in one batch call.
+    pub max_batch_items: usize,
+}
+
+impl Config {
+    /// A configuration with the defaults for everything but the essentials.
+    pub fn new(database_url: String, tls: TlsMode, vault_addr: String) -> Config {
+        Config {
+            database_url,
+            max_connections: 16,
+            tls,
+            vault_addr,
+            vault_server_name: "vault".to_owned(),
+            policy_path: None,
+            policy_reload_interval: Duration::from_secs(5),
+            roles: Roles::default(),
+            rate_limit: RateLimit::default(),
+            rate_limits: BTreeMap::new(),
+            max_batch_items: 1000,
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The gateway: Qupia's policy enforcement point.
+//!
+//! Internal services call it, never the vault. It knows each caller by its
+//! certificate, asks the purpose policy (Cedar, readable by a security team) which
+//! fields that caller may see for the purpose named, checks the person's consent where
+//! the purpose needs it, has every decision written to the vault's access log, and only
+//! then lets the vault reveal. It owns consents and the versions of the published
+//! privacy policy, and rate-limits each caller.
+//!
+//! The gateway never holds personal data at rest: its database has tokens, purposes
+//! and ids only, and values it relays from the vault are never logged.
+
+mod audit_proxy;
+mod config;
+pub mod consent;
+mod consent_api;
+mod enforce;
+mod error;
+mod gateway_api;
+mod model;
+mod policy_api;
+mod rate_limit;
+mod server;
+
+pub use config::{Config, RateLimit, Roles};
+pub use error::Error;
+pub use server::{ServeError, serve};

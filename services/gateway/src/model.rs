@@ -1,0 +1,38 @@
+//! Request fields parsed into domain types at the edge.
+
+use qupia_api::types::v1 as types;
+use qupia_domain::{Field, Purpose};
+
+use crate::Error;
+
+pub fn field(value: i32, name: &str) -> Result<Field, Error> {
+    qupia_api::convert::field(value).map_err(|reason| Error::invalid(name, reason))
+}
+
+pub fn purpose(value: i32, name: &str) -> Result<Purpose, Error> {
+    qupia_api::convert::purpose(value).map_err(|reason| Error::invalid(name, reason))
+}
+
+pub fn field_to_proto(field: Field) -> types::Field {
+    qupia_api::convert::field_to_proto(field)
+}
+
+pub fn purpose_to_proto(purpose: Purpose) -> types::Purpose {
+    qupia_api::convert::purpose_to_proto(purpose)
+}
+
+/// The W3C trace id of a request's `traceparent` header, if it has a valid one.
+pub fn trace_id<T>(request: &tonic::Request<T>) -> String {
+    let Some(value) = request.metadata().get("traceparent").and_then(|v| v.to_str().ok()) else {
+        return String::new();
+    };
+    let mut parts = value.split('-');
+    match (parts.next(), parts.next()) {
+        (Some("00"), Some(id))
+            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32) =>
+        {
+            id.to_ascii_lowercase()
+        }
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,121 @@
+//! Assembles the gateway: policy, consent store, vault client, and the four APIs.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use qupia_api::audit::v1::audit_service_client::AuditServiceClient;
+use qupia_api::audit::v1::audit_service_server::AuditServiceServer;
+use qupia_api::gateway::v1::consent_service_server::ConsentServiceServer;
+use qupia_api::gateway::v1::gateway_service_server::GatewayServiceServer;
+use qupia_api::gateway::v1::policy_service_server::PolicyServiceServer;
+use qupia_api::vault::v1::vault_service_client::VaultServiceClient;
+use qupia_policy::PolicyStore;
+use qupia_transport::{Admission, TlsMode, admit};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Endpoint, Server};
+
+use crate::Config;
+use crate::audit_proxy::AuditProxy;
+use crate::consent::{ConsentError, ConsentStore};
+use crate::consent_api::ConsentApi;
+use crate::enforce::Enforcer;
+use crate::gateway_api::GatewayApi;
+use crate::policy_api::PolicyApi;
+use crate::rate_limit::CallerLimits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("failed to load the purpose policy: {0}")]
+    Policy(#[from] qupia_policy::PolicyError),
+    #[error("failed to open the gateway database: {0}")]
+    Store(#[from] ConsentError),
+    #[error("failed to set up TLS: {0}")]
+    Tls(#[from] qupia_transport::Error),
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("failed to build server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("vault_addr: is not a valid address")]
+    VaultAddress,
+}
+
+/// Runs the gateway on `listener` until `shutdown` resolves, then drains in-flight calls.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    // A bad policy refuses to start; later reloads keep the last good one.
+    let policy = Arc::new(PolicyStore::load(config.policy_path.as_deref())?);
+    tracing::info!(policy_sha256 = %policy.current().hash_hex(), "purpose policy loaded");
+    let reloader = config.policy_path.is_some().then(|| policy.clone().spawn_reloader(config.policy_reload_interval));
+    let consents = ConsentStore::connect(&config.database_url, config.max_connections).await?;
+
+    // The vault channel connects lazily: the gateway may start before the vault.
+    let (scheme, insecure_dev) = match &config.tls {
+        TlsMode::Mtls(_) => ("https", None),
+        TlsMode::InsecureDev { assumed_caller } => ("http", Some(assumed_caller.clone())),
+    };
+    let mut endpoint =
+        Endpoint::from_shared(format!("{scheme}://{}", config.vault_addr)).map_err(|_| ServeError::VaultAddress)?;
+    if let TlsMode::Mtls(files) = &config.tls {
+        endpoint = endpoint.tls_config(files.client_config(&config.vault_server_name)?)?;
+    }
+    let channel = endpoint.connect_lazy();
+
+    let roles = &config.roles;
+    let enforcer = Enforcer {
+        policy: policy.clone(),
+        consents: consents.clone(),
+        vault: VaultServiceClient::new(channel.clone()),
+    };
+    let gateway = GatewayApi {
+        enforcer,
+        limits: Arc::new(CallerLimits::new(config.rate_limit, &config.rate_limits)),
+        writers: roles.writers.clone().into(),
+        max_batch_items: config.max_batch_items,
+    };
+    let consent = ConsentApi {
+        store: consents,
+        managers: roles.consent_managers.clone().into(),
+        security: roles.security.clone().into(),
+    };
+    let explain = PolicyApi { policy: policy.clone(), security: roles.security.clone().into() };
+    let audit = AuditProxy { vault: AuditServiceClient::new(channel), security: roles.security.clone().into() };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<GatewayServiceServer<GatewayApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(qupia_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    // Every API authenticates the caller by certificate first; each then authorises
+    // per call (purpose policy, roles).
+    let gate = || admit(Admission::AnyIdentity, insecure_dev.clone(), "gateway");
+    let mut builder = Server::builder();
+    match &config.tls {
+        TlsMode::Mtls(files) => builder = builder.tls_config(files.server_config()?)?,
+        TlsMode::InsecureDev { assumed_caller } => tracing::warn!(
+            %assumed_caller,
+            "INSECURE-DEV MODE: plaintext transport, every caller is taken to be the assumed caller; never use this outside a developer's machine"
+        ),
+    }
+    tracing::info!(address = ?listener.local_addr().ok(), vault = %config.vault_addr, "gateway listening");
+    let served = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(InterceptedService::new(GatewayServiceServer::new(gateway), gate()))
+        .add_service(InterceptedService::new(ConsentServiceServer::new(consent), gate()))
+        .add_service(InterceptedService::new(PolicyServiceServer::new(explain), gate()))
+        .add_service(InterceptedService::new(AuditServiceServer::new(audit), gate()))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
+    served?;
+    Ok(())
+}

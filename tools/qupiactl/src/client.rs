@@ -1,0 +1,50 @@
+//! Connecting to the gateway with an identity: the development certificates of any
+//! service (`--as accounts`), or the operator's own files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use qupia_transport::TlsFiles;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::dev::tls_files;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// The gateway's address.
+    #[arg(long, global = true, env = "QUPIA_GATEWAY_ADDR", default_value = "127.0.0.1:7102")]
+    pub gateway: String,
+    /// Call as this service, with its certificate from the development directory.
+    #[arg(long = "as", global = true, env = "QUPIA_AS", default_value = "qupiactl")]
+    pub identity: String,
+    /// CA certificate (PEM); with --tls-cert and --tls-key instead of the development files.
+    #[arg(long, global = true, env = "QUPIA_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    #[arg(long, global = true, env = "QUPIA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "QUPIA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Connection {
+    pub async fn channel(&self, dev_dir: &Path) -> anyhow::Result<Channel> {
+        let files = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() },
+            _ => tls_files(dev_dir, &self.identity),
+        };
+        let tls = files
+            .client_config("gateway")
+            .with_context(|| format!("read the certificates of {} (is `qupiactl dev up` running?)", self.identity))?;
+        Endpoint::from_shared(format!("https://{}", self.gateway))?
+            .tls_config(tls)?
+            .connect()
+            .await
+            .with_context(|| format!("connect to the gateway at {}", self.gateway))
+    }
+}
+
+/// A gRPC error as a line for the terminal.
+pub fn status(err: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", err.code(), err.message())
+}
