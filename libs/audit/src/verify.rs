@@ -332,3 +332,32 @@ fn commitment_of(checkpoint: &Checkpoint) -> Result<Commitment, Error> {
     let hash = hash32_from_hex(&checkpoint.hash).ok_or(Error::Invalid("the checkpoint's hash is not 64 hex digits"))?;
     Ok(Commitment { seq: checkpoint.seq, hash: Some(hash) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_problem_reads_as_a_sentence_naming_its_entry() {
+        let problems = [
+            (Problem::Altered { seq: 5 }, "5"),
+            (Problem::Missing { expected: 5, found: 6 }, "5"),
+            (Problem::BrokenLink { seq: 6 }, "6"),
+            (Problem::Truncated { head_seq: 7, checkpoint_seq: 10 }, "10"),
+            (Problem::CheckpointMismatch { seq: 8 }, "8"),
+            (Problem::HeadMismatch { head_seq: 10, last_seq: 7 }, "7"),
+            (Problem::HeadMismatch { head_seq: 7, last_seq: 7 }, "7"),
+        ];
+        for (problem, seq) in problems {
+            let text = problem.to_string();
+            assert!(text.contains(&format!("entry {seq}")), "{text}");
+            assert!(text.starts_with(char::is_lowercase) && !text.ends_with('.'), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_problem_serializes_with_its_kind() {
+        let json = serde_json::to_string(&Problem::Missing { expected: 5, found: 6 }).expect("serialize");
+        assert_eq!(json, r#"{"kind":"missing","expected":5,"found":6}"#);
+    }
+}

@@ -63,7 +63,7 @@ impl GatewayApi {
             caller,
             purpose: model::purpose(purpose, "purpose")?,
             fields: fields_of(fields)?,
-            recipient: recipient.to_owned(),
+            recipient: model::recipient(recipient)?,
             trace_id: model::trace_id(request),
         })
     }

@@ -21,6 +21,20 @@ pub fn purpose_to_proto(purpose: Purpose) -> types::Purpose {
     qupia_api::convert::purpose_to_proto(purpose)
 }
 
+/// A third party's identifier: empty, or a lowercase name such as `bank-a` (the
+/// consent ledger's rule; it is also written into access-log reasons).
+pub fn recipient(value: &str) -> Result<String, Error> {
+    let valid = value.is_empty()
+        || (value.len() <= 64
+            && value.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(Error::invalid("recipient", "must be a lowercase identifier of letters, digits, '.', '_' or '-'"))
+    }
+}
+
 /// The W3C trace id of a request's `traceparent` header, if it has a valid one.
 pub fn trace_id<T>(request: &tonic::Request<T>) -> String {
     let Some(value) = request.metadata().get("traceparent").and_then(|v| v.to_str().ok()) else {

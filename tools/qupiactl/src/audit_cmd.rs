@@ -9,6 +9,7 @@ use qupia_api::audit::v1::*;
 use tonic::transport::Channel;
 
 use crate::client::status;
+use crate::emit;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FilterArgs {
@@ -84,12 +85,12 @@ fn entry_json(entry: &AuditEntry) -> serde_json::Value {
     })
 }
 
-fn print_entry(entry: &AuditEntry, json: bool) {
+fn print_entry(entry: &AuditEntry, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", entry_json(entry));
+        emit(entry_json(entry))
     } else {
         let caller = entry.caller.rsplit('/').next().unwrap_or(&entry.caller);
-        println!(
+        emit(format_args!(
             "{:>6}  {:<13} {:<9} {:<10} {:<20} {:<7} {:<28} {}",
             entry.seq,
             entry.at_ms,
@@ -99,7 +100,7 @@ fn print_entry(entry: &AuditEntry, json: bool) {
             if entry.allowed { "allowed" } else { "DENIED" },
             entry.fields.join(","),
             entry.reason
-        );
+        ))
     }
 }
 
@@ -114,7 +115,7 @@ pub async fn run(command: AuditCommand, channel: Channel, json: bool) -> anyhow:
                 .map_err(status)?
                 .into_inner();
             for entry in &response.entries {
-                print_entry(entry, json);
+                print_entry(entry, json)?;
             }
         }
         AuditCommand::Export { filter } => {
@@ -126,7 +127,7 @@ pub async fn run(command: AuditCommand, channel: Channel, json: bool) -> anyhow:
                     .map_err(status)?
                     .into_inner();
                 for entry in &response.entries {
-                    println!("{}", entry_json(entry));
+                    emit(entry_json(entry))?;
                 }
                 if response.next_after_seq == 0 {
                     break;
@@ -142,7 +143,7 @@ pub async fn run(command: AuditCommand, channel: Channel, json: bool) -> anyhow:
                 .into_inner();
             while let Some(item) = stream.message().await.map_err(status)? {
                 if let Some(entry) = item.entry {
-                    print_entry(&entry, json);
+                    print_entry(&entry, json)?;
                 }
             }
         }
