@@ -6,6 +6,7 @@
 //! databases on (CI sets it); without it they say they were skipped.
 
 mod db;
+pub mod ops;
 mod pki;
 mod scan;
 mod suite;

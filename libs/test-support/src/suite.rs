@@ -20,6 +20,7 @@ pub struct Suite {
     pub vault: VaultHarness,
     pub gateway_addr: SocketAddr,
     pub gateway_db: TestDb,
+    gateway_ops: qupia_ops::BoundAddr,
     pub pki: Arc<TestPki>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), qupia_gateway::ServeError>>>,
@@ -41,7 +42,10 @@ impl Suite {
             vault.addr.to_string(),
         );
         config.max_connections = 4;
+        config.ops = qupia_ops::OpsOptions::ephemeral();
         adjust(&mut config);
+        let gateway_ops = config.ops.bound.clone();
+        let runs_ops = config.ops.listen.is_some();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let gateway_addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -49,12 +53,20 @@ impl Suite {
             let _ = stopped.await;
         }));
         for _ in 0..200 {
-            if tokio::net::TcpStream::connect(gateway_addr).await.is_ok() {
+            // The listener is bound before serving starts; the ops server is up once
+            // the database is open and serving is about to begin.
+            if tokio::net::TcpStream::connect(gateway_addr).await.is_ok() && (!runs_ops || gateway_ops.get().is_some())
+            {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
-        Suite { vault, gateway_addr, gateway_db, pki, stop: Some(stop), task: Some(task) }
+        Suite { vault, gateway_addr, gateway_db, gateway_ops, pki, stop: Some(stop), task: Some(task) }
+    }
+
+    /// The gateway's ops HTTP server (`/metrics`, `/livez`, `/readyz`), if it runs.
+    pub fn gateway_ops_addr(&self) -> Option<SocketAddr> {
+        self.gateway_ops.get()
     }
 
     /// A channel to the gateway as `spiffe://qupia/ns/default/sa/<service>`.

@@ -19,6 +19,8 @@ pub struct VaultHarness {
     pub db: TestDb,
     pub pki: std::sync::Arc<TestPki>,
     pub keyring_path: PathBuf,
+    /// The ops server's address once it listens.
+    ops: qupia_ops::BoundAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), qupia_vault::ServeError>>>,
     _dir: tempfile::TempDir,
@@ -58,6 +60,7 @@ impl VaultHarness {
             db,
             pki,
             keyring_path,
+            ops: qupia_ops::BoundAddr::default(),
             stop: None,
             task: None,
             _dir: dir,
@@ -74,7 +77,9 @@ impl VaultHarness {
             tls: TlsMode::Mtls(self.pki.service("vault")),
             trusted_callers: vec![ServiceIdentity::for_service("default", "gateway")],
             limits,
+            ops: qupia_ops::OpsOptions::ephemeral(),
         };
+        self.ops = config.ops.bound.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         self.addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -87,12 +92,18 @@ impl VaultHarness {
 
     async fn wait_ready(&self) {
         for _ in 0..200 {
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+            // The ops server starts once keys and database are open, just before serving.
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() && self.ops.get().is_some() {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
         panic!("the vault did not start listening");
+    }
+
+    /// The vault's ops HTTP server (`/metrics`, `/livez`, `/readyz`).
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops.get().expect("the vault's ops server listens once the vault is up")
     }
 
     /// Stops the vault and waits until it has drained and closed its database.

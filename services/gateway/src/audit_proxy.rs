@@ -8,15 +8,15 @@ use futures::Stream;
 use qupia_api::audit::v1 as proto;
 use qupia_api::audit::v1::audit_service_client::AuditServiceClient;
 use qupia_api::audit::v1::audit_service_server::AuditService;
+use qupia_telemetry::TracedChannel;
 use qupia_transport::{ServiceIdentity, caller_of};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Error;
 
 #[derive(Debug, Clone)]
 pub struct AuditProxy {
-    pub vault: AuditServiceClient<Channel>,
+    pub vault: AuditServiceClient<TracedChannel>,
     pub security: Arc<[ServiceIdentity]>,
 }
 

@@ -62,6 +62,8 @@ pub struct Config {
     pub rate_limits: BTreeMap<ServiceIdentity, RateLimit>,
     /// The most tokens in one batch call.
     pub max_batch_items: usize,
+    /// The ops port, the shutdown timings and the start-up wait.
+    pub ops: qupia_ops::OpsOptions,
 }
 
 impl Config {
@@ -79,6 +81,7 @@ impl Config {
             rate_limit: RateLimit::default(),
             rate_limits: BTreeMap::new(),
             max_batch_items: 1000,
+            ops: qupia_ops::OpsOptions::default(),
         }
     }
 }

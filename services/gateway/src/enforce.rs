@@ -8,9 +8,10 @@ use std::sync::Arc;
 use qupia_api::vault::v1 as vault;
 use qupia_api::vault::v1::vault_service_client::VaultServiceClient;
 use qupia_domain::{Field, Purpose};
+use qupia_ops::DecisionResult;
 use qupia_policy::{PolicyStore, Resource};
+use qupia_telemetry::TracedChannel;
 use qupia_transport::ServiceIdentity;
-use tonic::transport::Channel;
 
 use crate::Error;
 use crate::consent::{ConsentCheck, ConsentStore, now_ms};
@@ -41,13 +42,56 @@ pub type ItemOutcome = Result<vault::RevealResponse, Error>;
 pub struct Enforcer {
     pub policy: Arc<PolicyStore>,
     pub consents: ConsentStore,
-    pub vault: VaultServiceClient<Channel>,
+    pub vault: VaultServiceClient<TracedChannel>,
+    /// Counts decisions by purpose and result: one per token, as the access log has them.
+    pub metrics: qupia_ops::Metrics,
+}
+
+/// What a decision counts as; `None` for a malformed request, which decided nothing.
+fn decision_result(error: &Error) -> Option<DecisionResult> {
+    match error {
+        Error::InvalidArgument { .. } => None,
+        Error::PermissionDenied(_) => Some(DecisionResult::DeniedPolicy),
+        Error::FailedPrecondition(_)
+        | Error::RateLimited
+        | Error::AuditUnavailable
+        | Error::Vault(_)
+        | Error::Consent(_) => Some(DecisionResult::Error),
+    }
 }
 
 impl Enforcer {
     /// Decides and reveals for each token; returns the decision id and a result per
     /// token in order. An error of the whole call means nothing was revealed.
     pub async fn reveal(&self, ask: &RevealAsk, tokens: &[String]) -> Result<(String, Vec<ItemOutcome>), Error> {
+        let purpose = ask.purpose.as_str();
+        let revealed = self.decide_and_reveal(ask, tokens).await;
+        match &revealed {
+            Ok((_, outcomes)) => {
+                for outcome in outcomes {
+                    let result = match outcome {
+                        Ok(_) => Some(DecisionResult::Allowed),
+                        // Per token, only consent denies: the policy decides for the whole call.
+                        Err(Error::PermissionDenied(_)) => Some(DecisionResult::DeniedConsent),
+                        Err(error) => decision_result(error),
+                    };
+                    if let Some(result) = result {
+                        self.metrics.decision(purpose, result);
+                    }
+                }
+            }
+            Err(error) => {
+                if let Some(result) = decision_result(error) {
+                    for _ in tokens {
+                        self.metrics.decision(purpose, result);
+                    }
+                }
+            }
+        }
+        revealed
+    }
+
+    async fn decide_and_reveal(&self, ask: &RevealAsk, tokens: &[String]) -> Result<(String, Vec<ItemOutcome>), Error> {
         let decision_id = uuid::Uuid::new_v4().to_string();
         let policy = self.policy.current();
         let caller = ask.caller.as_str();
@@ -150,6 +194,23 @@ impl Enforcer {
 
     /// Looks up a person by e-mail or phone for identification.
     pub async fn lookup(
+        &self,
+        caller: &ServiceIdentity,
+        key: vault::lookup_request::Key,
+        trace_id: &str,
+    ) -> Result<Vec<String>, Error> {
+        let found = self.decide_and_lookup(caller, key, trace_id).await;
+        let result = match &found {
+            Ok(_) => Some(DecisionResult::Allowed),
+            Err(error) => decision_result(error),
+        };
+        if let Some(result) = result {
+            self.metrics.decision(Purpose::Identification.as_str(), result);
+        }
+        found
+    }
+
+    async fn decide_and_lookup(
         &self,
         caller: &ServiceIdentity,
         key: vault::lookup_request::Key,

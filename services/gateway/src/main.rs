@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use qupia_gateway::{Config, RateLimit};
+use qupia_gateway::{Config, RateLimit, Roles};
 use qupia_transport::{ServiceIdentity, TlsFiles, TlsMode};
 
 #[derive(Debug, Parser)]
@@ -40,6 +40,43 @@ struct Args {
     rate_per_second: u32,
     #[arg(long, env = "QUPIA_GATEWAY_RATE_BURST", default_value_t = 1000)]
     rate_burst: u32,
+    /// Identities that may store, rectify and erase people (comma-separated).
+    #[arg(
+        long,
+        env = "QUPIA_GATEWAY_WRITERS",
+        value_delimiter = ',',
+        default_value = "spiffe://qupia/ns/default/sa/accounts"
+    )]
+    writers: Vec<String>,
+    /// Identities that may record and read consents.
+    #[arg(
+        long,
+        env = "QUPIA_GATEWAY_CONSENT_MANAGERS",
+        value_delimiter = ',',
+        default_value = "spiffe://qupia/ns/default/sa/accounts,spiffe://qupia/ns/default/sa/qupiactl"
+    )]
+    consent_managers: Vec<String>,
+    /// Identities of the security team: policy versions, the access log, explanations.
+    #[arg(
+        long,
+        env = "QUPIA_GATEWAY_SECURITY",
+        value_delimiter = ',',
+        default_value = "spiffe://qupia/ns/default/sa/qupiactl"
+    )]
+    security: Vec<String>,
+    /// Address of the plaintext ops HTTP server (/metrics, /livez, /readyz).
+    #[arg(long, env = "QUPIA_GATEWAY_OPS_LISTEN", default_value = "127.0.0.1:7112")]
+    ops_listen: std::net::SocketAddr,
+    /// Seconds to keep serving after reporting NOT_SERVING at shutdown, while load
+    /// balancers deregister this instance.
+    #[arg(long, env = "QUPIA_GATEWAY_DEREGISTRATION_DELAY_SECS", default_value_t = 5.0)]
+    deregistration_delay_secs: f64,
+    /// Seconds in-flight calls get to finish once the service stops accepting.
+    #[arg(long, env = "QUPIA_GATEWAY_GRACE_PERIOD_SECS", default_value_t = 25.0)]
+    grace_period_secs: f64,
+    /// Seconds start-up waits for the database to accept connections.
+    #[arg(long, env = "QUPIA_GATEWAY_DATABASE_WAIT_SECS", default_value_t = 30.0)]
+    database_wait_secs: f64,
     #[arg(long, env = "QUPIA_LOG_JSON")]
     log_json: bool,
 }
@@ -59,7 +96,31 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     config.vault_server_name = args.vault_server_name.clone();
     config.policy_path = args.policy.clone();
     config.rate_limit = RateLimit { per_second: args.rate_per_second, burst: args.rate_burst };
+    let identities = |values: &[String], key: &str| -> anyhow::Result<Vec<ServiceIdentity>> {
+        values.iter().map(|v| ServiceIdentity::parse(v).map_err(|e| anyhow::anyhow!("{key}: {e}"))).collect()
+    };
+    config.roles = Roles {
+        writers: identities(&args.writers, "writers")?,
+        consent_managers: identities(&args.consent_managers, "consent_managers")?,
+        security: identities(&args.security, "security")?,
+    };
+    config.ops = ops_options(args)?;
     Ok(config)
+}
+
+/// The ops options from the flags; a duration flag must be a finite, non-negative number.
+fn ops_options(args: &Args) -> anyhow::Result<qupia_ops::OpsOptions> {
+    let seconds = |value: f64, key: &str| {
+        std::time::Duration::try_from_secs_f64(value)
+            .map_err(|_| anyhow::anyhow!("{key}: must be a non-negative number of seconds"))
+    };
+    Ok(qupia_ops::OpsOptions {
+        listen: Some(args.ops_listen),
+        deregistration_delay: seconds(args.deregistration_delay_secs, "deregistration_delay_secs")?,
+        grace_period: seconds(args.grace_period_secs, "grace_period_secs")?,
+        database_wait: seconds(args.database_wait_secs, "database_wait_secs")?,
+        bound: qupia_ops::BoundAddr::default(),
+    })
 }
 
 async fn shutdown_signal() {
@@ -69,21 +130,18 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("shutting down: draining in-flight calls");
+    tracing::info!("shutdown signal received");
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    // Logs, and spans over OTLP when the OTEL_* environment asks for them.
+    let telemetry = qupia_telemetry::init("qupia-gateway", args.log_json);
     let config = config(&args)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    qupia_gateway::serve(config, listener, shutdown_signal()).await?;
+    let served = qupia_gateway::serve(config, listener, shutdown_signal()).await;
+    telemetry.shutdown();
+    served?;
     Ok(())
 }

@@ -35,18 +35,8 @@ pub fn recipient(value: &str) -> Result<String, Error> {
     }
 }
 
-/// The W3C trace id of a request's `traceparent` header, if it has a valid one.
-pub fn trace_id<T>(request: &tonic::Request<T>) -> String {
-    let Some(value) = request.metadata().get("traceparent").and_then(|v| v.to_str().ok()) else {
-        return String::new();
-    };
-    let mut parts = value.split('-');
-    match (parts.next(), parts.next()) {
-        (Some("00"), Some(id))
-            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32) =>
-        {
-            id.to_ascii_lowercase()
-        }
-        _ => String::new(),
-    }
+/// The trace id of the current request (joined from the caller's `traceparent` by
+/// the server's trace layer), for the access log; empty when not traced.
+pub fn trace_id<T>(_request: &tonic::Request<T>) -> String {
+    qupia_telemetry::current_trace_id()
 }

@@ -39,9 +39,12 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("vault_addr: is not a valid address")]
     VaultAddress,
+    #[error(transparent)]
+    Ops(#[from] qupia_ops::Error),
 }
 
-/// Runs the gateway on `listener` until `shutdown` resolves, then drains in-flight calls.
+/// Runs the gateway on `listener` until `shutdown` resolves, then reports NOT_SERVING,
+/// waits out the deregistration delay and drains in-flight calls (see `qupia_ops::Lifecycle`).
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -51,7 +54,10 @@ pub async fn serve(
     let policy = Arc::new(PolicyStore::load(config.policy_path.as_deref())?);
     tracing::info!(policy_sha256 = %policy.current().hash_hex(), "purpose policy loaded");
     let reloader = config.policy_path.is_some().then(|| policy.clone().spawn_reloader(config.policy_reload_interval));
+    qupia_ops::wait_for_database(&config.database_url, config.ops.database_wait).await?;
     let consents = ConsentStore::connect(&config.database_url, config.max_connections).await?;
+    let metrics = qupia_ops::Metrics::new();
+    metrics.observe_pool(consents.pool().clone());
 
     // The vault channel connects lazily: the gateway may start before the vault.
     let (scheme, insecure_dev) = match &config.tls {
@@ -63,13 +69,15 @@ pub async fn serve(
     if let TlsMode::Mtls(files) = &config.tls {
         endpoint = endpoint.tls_config(files.client_config(&config.vault_server_name)?)?;
     }
-    let channel = endpoint.connect_lazy();
+    // Every call to the vault carries the current trace context.
+    let channel = tower::Layer::layer(&qupia_telemetry::client_layer(), endpoint.connect_lazy());
 
     let roles = &config.roles;
     let enforcer = Enforcer {
         policy: policy.clone(),
         consents: consents.clone(),
         vault: VaultServiceClient::new(channel.clone()),
+        metrics: metrics.clone(),
     };
     let gateway = GatewayApi {
         enforcer,
@@ -86,7 +94,10 @@ pub async fn serve(
     let audit = AuditProxy { vault: AuditServiceClient::new(channel), security: roles.security.clone().into() };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<GatewayServiceServer<GatewayApi>>().await;
+    let lifecycle = qupia_ops::Lifecycle::new(health_reporter);
+    lifecycle.serving::<GatewayServiceServer<GatewayApi>>().await;
+    // Up before the gRPC port serves, so probes and scrapes see the whole start-up.
+    let _ops_server = qupia_ops::OpsServer::start(&config.ops, metrics.clone(), lifecycle.clone()).await?;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(qupia_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -104,14 +115,21 @@ pub async fn serve(
         ),
     }
     tracing::info!(address = ?listener.local_addr().ok(), vault = %config.vault_addr, "gateway listening");
-    let served = builder
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(InterceptedService::new(GatewayServiceServer::new(gateway), gate()))
-        .add_service(InterceptedService::new(ConsentServiceServer::new(consent), gate()))
-        .add_service(InterceptedService::new(PolicyServiceServer::new(explain), gate()))
-        .add_service(InterceptedService::new(AuditServiceServer::new(audit), gate()))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+    let served = lifecycle
+        .run(&config.ops, shutdown, |stop_accepting| {
+            builder
+                // Outermost, so every call is counted, including those admission refuses.
+                .layer(metrics.grpc_layer())
+                // Joins the caller's trace (W3C traceparent) and opens the server span.
+                .layer(qupia_telemetry::server_layer())
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(InterceptedService::new(GatewayServiceServer::new(gateway), gate()))
+                .add_service(InterceptedService::new(ConsentServiceServer::new(consent), gate()))
+                .add_service(InterceptedService::new(PolicyServiceServer::new(explain), gate()))
+                .add_service(InterceptedService::new(AuditServiceServer::new(audit), gate()))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting)
+        })
         .await;
     if let Some(reloader) = reloader {
         reloader.abort();

@@ -33,4 +33,6 @@ pub struct Config {
     /// The identities allowed to call the vault: the gateway's.
     pub trusted_callers: Vec<ServiceIdentity>,
     pub limits: Limits,
+    /// The ops port, the shutdown timings and the start-up wait.
+    pub ops: qupia_ops::OpsOptions,
 }

@@ -317,7 +317,7 @@ impl VaultService for VaultApi {
                 trace_id: d.trace_id,
             });
         }
-        let seqs = self.vault.ledger().append(&entries).await.map_err(Error::from)?;
+        let seqs = self.vault.append_audit(&entries).await.map_err(Error::from)?;
         Ok(Response::new(proto::RecordDecisionsResponse { seqs }))
     }
 }

@@ -42,6 +42,19 @@ struct Args {
     /// INSECURE: serve plaintext and take every caller to be this identity.
     #[arg(long, env = "QUPIA_VAULT_INSECURE_DEV_CALLER", conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
     insecure_dev_caller: Option<String>,
+    /// Address of the plaintext ops HTTP server (/metrics, /livez, /readyz).
+    #[arg(long, env = "QUPIA_VAULT_OPS_LISTEN", default_value = "127.0.0.1:7111")]
+    ops_listen: std::net::SocketAddr,
+    /// Seconds to keep serving after reporting NOT_SERVING at shutdown, while load
+    /// balancers deregister this instance.
+    #[arg(long, env = "QUPIA_VAULT_DEREGISTRATION_DELAY_SECS", default_value_t = 5.0)]
+    deregistration_delay_secs: f64,
+    /// Seconds in-flight calls get to finish once the service stops accepting.
+    #[arg(long, env = "QUPIA_VAULT_GRACE_PERIOD_SECS", default_value_t = 25.0)]
+    grace_period_secs: f64,
+    /// Seconds start-up waits for the database to accept connections.
+    #[arg(long, env = "QUPIA_VAULT_DATABASE_WAIT_SECS", default_value_t = 30.0)]
+    database_wait_secs: f64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "QUPIA_LOG_JSON")]
     log_json: bool,
@@ -65,6 +78,22 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         tls,
         trusted_callers,
         limits: Limits::default(),
+        ops: ops_options(args)?,
+    })
+}
+
+/// The ops options from the flags; a duration flag must be a finite, non-negative number.
+fn ops_options(args: &Args) -> anyhow::Result<qupia_ops::OpsOptions> {
+    let seconds = |value: f64, key: &str| {
+        std::time::Duration::try_from_secs_f64(value)
+            .map_err(|_| anyhow::anyhow!("{key}: must be a non-negative number of seconds"))
+    };
+    Ok(qupia_ops::OpsOptions {
+        listen: Some(args.ops_listen),
+        deregistration_delay: seconds(args.deregistration_delay_secs, "deregistration_delay_secs")?,
+        grace_period: seconds(args.grace_period_secs, "grace_period_secs")?,
+        database_wait: seconds(args.database_wait_secs, "database_wait_secs")?,
+        bound: qupia_ops::BoundAddr::default(),
     })
 }
 
@@ -81,21 +110,18 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    tracing::info!("shutting down: draining in-flight calls");
+    tracing::info!("shutdown signal received");
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    // Logs, and spans over OTLP when the OTEL_* environment asks for them.
+    let telemetry = qupia_telemetry::init("qupia-vault", args.log_json);
     let config = config(&args)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    qupia_vault::serve(config, listener, shutdown_signal()).await?;
+    let served = qupia_vault::serve(config, listener, shutdown_signal()).await;
+    telemetry.shutdown();
+    served?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use qupia_api::audit::v1::audit_service_server::AuditServiceServer;
 use qupia_api::vault::v1::vault_service_server::VaultServiceServer;
-use qupia_crypto::Keyring;
+use qupia_crypto::{KeyProvider, KeyState, Keyring};
 use qupia_transport::{Admission, TlsMode};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -33,10 +33,13 @@ pub enum ServeError {
     #[error("no trusted caller is configured: nobody could call the vault")]
     NoTrustedCallers,
     #[error(transparent)]
+    Ops(#[from] qupia_ops::Error),
+    #[error(transparent)]
     Vault(#[from] Error),
 }
 
-/// Runs the vault on `listener` until `shutdown` resolves, then drains in-flight calls.
+/// Runs the vault on `listener` until `shutdown` resolves, then reports NOT_SERVING,
+/// waits out the deregistration delay and drains in-flight calls (see `qupia_ops::Lifecycle`).
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -46,13 +49,20 @@ pub async fn serve(
         return Err(ServeError::NoTrustedCallers);
     }
     let keyring = Arc::new(Keyring::load_or_create(&config.keyring_path)?);
+    qupia_ops::wait_for_database(&config.database_url, config.ops.database_wait).await?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
     tracing::info!(backend = ?store.backend(), kek_version = qupia_crypto::KeyProvider::current_version(keyring.as_ref()), "vault storage and keys ready");
-    let vault = Vault::new(store.clone(), keyring);
+    let metrics = qupia_ops::Metrics::new();
+    metrics.observe_pool(store.pool().clone());
+    metrics.set_key_versions(keyring.versions().into_iter().map(|(_, state)| key_state_label(state)));
+    let vault = Vault::new(store.clone(), keyring).with_metrics(metrics.clone());
     let audit = AuditApi { ledger: vault.ledger().clone() };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<VaultServiceServer<VaultApi>>().await;
+    let lifecycle = qupia_ops::Lifecycle::new(health_reporter);
+    lifecycle.serving::<VaultServiceServer<VaultApi>>().await;
+    // Up before the gRPC port serves, so probes and scrapes see the whole start-up.
+    let _ops_server = qupia_ops::OpsServer::start(&config.ops, metrics.clone(), lifecycle.clone()).await?;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(qupia_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -85,14 +95,31 @@ pub async fn serve(
     }
     let address = listener.local_addr().ok();
     tracing::info!(?address, "vault listening");
-    let served = builder
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(api)
-        .add_service(audit)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+    let served = lifecycle
+        .run(&config.ops, shutdown, |stop_accepting| {
+            builder
+                // Outermost, so every call is counted, including those the admission
+                // interceptors refuse.
+                .layer(metrics.grpc_layer())
+                // Joins the caller's trace (W3C traceparent) and opens the server span.
+                .layer(qupia_telemetry::server_layer())
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(api)
+                .add_service(audit)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting)
+        })
         .await;
     store.close().await;
     served?;
     Ok(())
+}
+
+/// A key state as a metric label, spelled as in the keyring file.
+fn key_state_label(state: KeyState) -> &'static str {
+    match state {
+        KeyState::Active => "active",
+        KeyState::DecryptOnly => "decrypt_only",
+        KeyState::Retired => "retired",
+    }
 }

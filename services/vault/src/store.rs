@@ -173,6 +173,11 @@ impl Store {
         self.backend
     }
 
+    /// The connection pool, for the pool gauges on `/metrics`.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// The access log, in this same database.
     pub fn audit_ledger(&self) -> AuditLedger {
         AuditLedger::new(self.pool.clone(), self.audit_backend())

@@ -2,6 +2,7 @@
 //! around the store. This is the only code that ever holds plaintext and keys.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use qupia_crypto::{DataKey, KeyProvider, Keyring, Token, TokenKind, WrappedKey, slot_aad};
 use qupia_domain::Field;
@@ -88,11 +89,26 @@ pub struct Vault {
     store: Store,
     ledger: AuditLedger,
     keyring: Arc<Keyring>,
+    metrics: qupia_ops::Metrics,
 }
 
 impl Vault {
     pub fn new(store: Store, keyring: Arc<Keyring>) -> Vault {
-        Vault { ledger: store.audit_ledger(), store, keyring }
+        Vault { ledger: store.audit_ledger(), store, keyring, metrics: qupia_ops::Metrics::default() }
+    }
+
+    /// Reports audit-write times to `metrics`.
+    pub fn with_metrics(mut self, metrics: qupia_ops::Metrics) -> Vault {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Appends entries to the access log, timed for `qupia_audit_write_seconds`.
+    pub async fn append_audit(&self, entries: &[NewEntry]) -> Result<Vec<i64>, qupia_audit::Error> {
+        let started = Instant::now();
+        let appended = self.ledger.append(entries).await;
+        self.metrics.audit_write(started.elapsed());
+        appended
     }
 
     pub fn ledger(&self) -> &AuditLedger {
@@ -249,7 +265,7 @@ impl Vault {
                 }
             })
             .collect();
-        self.ledger.append(&entries).await?;
+        self.append_audit(&entries).await?;
         Ok(fetched
             .into_iter()
             .map(|fetched| fetched.and_then(|(person, fields)| self.open_fields(&person, &fields)))
@@ -324,7 +340,7 @@ impl Vault {
         } else {
             tokens.iter().map(|t| access.entry(Operation::Lookup, t, &[field], "found")).collect()
         };
-        self.ledger.append(&entries).await?;
+        self.append_audit(&entries).await?;
         Ok(tokens)
     }
 

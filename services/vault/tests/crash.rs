@@ -27,6 +27,8 @@ fn spawn(db: &TestDb, pki: &TestPki, keyring: &std::path::Path, port: u16) -> Va
     let files = pki.service("vault");
     let child = Command::new(env!("CARGO_BIN_EXE_qupia-vault"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        // Tests run side by side: no fixed ops port.
+        .args(["--ops-listen", "127.0.0.1:0"])
         .args(["--database-url", &db.url])
         .arg("--keyring")
         .arg(keyring)

@@ -59,6 +59,11 @@ pub async fn run(command: DevCommand, dev_dir: &Path) -> anyhow::Result<()> {
 /// The privacy policy the suite enforces first; its SHA-256 is version 1.
 const PRIVACY_POLICY: &str = include_str!("../../../policies/privacy-policy.en.md");
 
+/// No ops port and no shutdown delays: nothing probes or load-balances a developer's suite.
+fn dev_ops() -> qupia_ops::OpsOptions {
+    qupia_ops::OpsOptions { listen: None, ..qupia_ops::OpsOptions::ephemeral() }
+}
+
 async fn up(dev_dir: &Path, vault_addr: SocketAddr, gateway_addr: SocketAddr) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -76,12 +81,14 @@ async fn up(dev_dir: &Path, vault_addr: SocketAddr, gateway_addr: SocketAddr) ->
         tls: TlsMode::Mtls(tls_files(dev_dir, "vault")),
         trusted_callers: vec![ServiceIdentity::for_service("default", "gateway")],
         limits: qupia_vault::Limits::default(),
+        ops: dev_ops(),
     };
-    let gateway_config = qupia_gateway::Config::new(
+    let mut gateway_config = qupia_gateway::Config::new(
         sqlite_url(&dev_dir.join("gateway.db"))?,
         TlsMode::Mtls(tls_files(dev_dir, "gateway")),
         vault_addr.to_string(),
     );
+    gateway_config.ops = dev_ops();
     let vault_listener =
         tokio::net::TcpListener::bind(vault_addr).await.with_context(|| format!("listen on {vault_addr}"))?;
     let gateway_listener =
