@@ -22,6 +22,8 @@ pub struct Suite {
     pub gateway_db: TestDb,
     gateway_ops: qupia_ops::BoundAddr,
     pub pki: Arc<TestPki>,
+    /// One connection per identity, reused by every client a test asks for.
+    channels: tokio::sync::Mutex<std::collections::HashMap<String, Channel>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), qupia_gateway::ServeError>>>,
 }
@@ -61,7 +63,16 @@ impl Suite {
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
-        Suite { vault, gateway_addr, gateway_db, gateway_ops, pki, stop: Some(stop), task: Some(task) }
+        Suite {
+            vault,
+            gateway_addr,
+            gateway_db,
+            gateway_ops,
+            pki,
+            channels: Default::default(),
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// The gateway's ops HTTP server (`/metrics`, `/livez`, `/readyz`), if it runs.
@@ -71,7 +82,14 @@ impl Suite {
 
     /// A channel to the gateway as `spiffe://qupia/ns/default/sa/<service>`.
     pub async fn channel_as(&self, service: &str) -> Channel {
-        connect(self.gateway_addr, &self.pki.service(service), "gateway").await.expect("connect to the gateway")
+        let mut channels = self.channels.lock().await;
+        if let Some(channel) = channels.get(service) {
+            return channel.clone();
+        }
+        let channel =
+            connect(self.gateway_addr, &self.pki.service(service), "gateway").await.expect("connect to the gateway");
+        channels.insert(service.to_owned(), channel.clone());
+        channel
     }
 
     pub async fn gateway_as(&self, service: &str) -> GatewayServiceClient<Channel> {
