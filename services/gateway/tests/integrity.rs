@@ -374,3 +374,73 @@ async fn no_leaks(backend: Backend) {
     let leaks = scan_database(&suite.vault.db, &needles).await;
     assert!(leaks.is_empty(), "plaintext in the vault database: {leaks:?}");
 }
+
+storage_test!(the_access_log_can_be_followed_and_queried, tail_and_query);
+async fn tail_and_query(backend: Backend) {
+    use qupia_api::audit::v1::{AuditFilter, QueryAuditRequest, TailAuditRequest};
+
+    let suite = Suite::start(backend).await;
+    let person = register(&suite, 0).await;
+    let mut tail = suite
+        .audit_as("qupiactl")
+        .await
+        .tail_audit(TailAuditRequest {
+            filter: Some(AuditFilter { caller: MARKETING.into(), ..Default::default() }),
+            after_seq: 0,
+        })
+        .await
+        .expect("tail the access log")
+        .into_inner();
+
+    reveal(&suite, "accounts", &person, Purpose::ServiceDelivery, &[], "").await.unwrap();
+    reveal(&suite, "marketing", &person, Purpose::ServiceDelivery, &[], "").await.unwrap_err();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), tail.message()).await;
+    let entry = next.expect("an entry arrives").expect("the stream is healthy").expect("an entry").entry.unwrap();
+    assert_eq!(entry.caller, MARKETING, "the filter holds: only marketing's entries");
+    assert!(!entry.allowed);
+    assert_eq!(entry.person_token, person);
+
+    // Only the security team may read the log.
+    let err = suite
+        .audit_as("marketing")
+        .await
+        .query_audit(QueryAuditRequest { filter: None, after_seq: 0, limit: 10 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Query by purpose and time range, a page at a time.
+    let mut audit = suite.audit_as("qupiactl").await;
+    let all = audit
+        .query_audit(QueryAuditRequest {
+            filter: Some(AuditFilter { purpose: "service_delivery".into(), ..Default::default() }),
+            after_seq: 0,
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.entries.len(), 1);
+    assert_ne!(all.next_after_seq, 0, "a second page exists");
+    let second = audit
+        .query_audit(QueryAuditRequest {
+            filter: Some(AuditFilter { purpose: "service_delivery".into(), ..Default::default() }),
+            after_seq: all.next_after_seq,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.entries.len(), 1);
+    assert!(second.entries[0].seq > all.entries[0].seq);
+    let future = audit
+        .query_audit(QueryAuditRequest {
+            filter: Some(AuditFilter { from_ms: entry.at_ms + 3_600_000, ..Default::default() }),
+            after_seq: 0,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(future.entries.is_empty(), "nothing written an hour from now");
+}
