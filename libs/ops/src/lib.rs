@@ -16,7 +16,7 @@ mod server;
 mod startup;
 
 pub use grpc::{GrpcMetrics, GrpcMetricsLayer};
-pub use lifecycle::{Lifecycle, StopAccepting};
+pub use lifecycle::{Lifecycle, StopAccepting, terminated};
 pub use metrics::{CacheResult, DecisionResult, Metrics};
 pub use options::{BoundAddr, OpsOptions};
 pub use server::{OPENMETRICS_CONTENT_TYPE, OpsServer};

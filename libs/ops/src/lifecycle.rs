@@ -114,3 +114,26 @@ impl Lifecycle {
         }
     }
 }
+
+/// Resolves when the process is asked to stop: SIGTERM (what Kubernetes sends) or
+/// Ctrl-C. A binary passes this as the shutdown future of its service's `serve`.
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            // Without a SIGTERM handler, Ctrl-C still stops the process cleanly.
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown signal received");
+}

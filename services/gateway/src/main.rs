@@ -123,16 +123,6 @@ fn ops_options(args: &Args) -> anyhow::Result<qupia_ops::OpsOptions> {
     })
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler succeeds in a running process");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutdown signal received");
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -140,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = qupia_telemetry::init("qupia-gateway", args.log_json);
     let config = config(&args)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    let served = qupia_gateway::serve(config, listener, shutdown_signal()).await;
+    let served = qupia_gateway::serve(config, listener, qupia_ops::terminated()).await;
     telemetry.shutdown();
     served?;
     Ok(())
