@@ -54,12 +54,20 @@ impl Suite {
         let task = tokio::spawn(qupia_gateway::serve(config, listener, async {
             let _ = stopped.await;
         }));
-        for _ in 0..200 {
+        let mut task = task;
+        for _ in 0..800 {
             // The listener is bound before serving starts; the ops server is up once
             // the database is open and serving is about to begin.
             if tokio::net::TcpStream::connect(gateway_addr).await.is_ok() && (!runs_ops || gateway_ops.get().is_some())
             {
                 break;
+            }
+            if task.is_finished() {
+                // Say why, rather than let the test fail later on a refused connection.
+                match (&mut task).await {
+                    Ok(Err(err)) => panic!("the gateway did not start: {err}"),
+                    other => panic!("the gateway stopped while starting: {other:?}"),
+                }
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
@@ -86,8 +94,13 @@ impl Suite {
         if let Some(channel) = channels.get(service) {
             return channel.clone();
         }
-        let channel =
-            connect(self.gateway_addr, &self.pki.service(service), "gateway").await.expect("connect to the gateway");
+        let channel = match connect(self.gateway_addr, &self.pki.service(service), "gateway").await {
+            Ok(channel) => channel,
+            Err(err) => {
+                let stopped = self.task.as_ref().is_some_and(JoinHandle::is_finished);
+                panic!("connect to the gateway as {service} (gateway task stopped: {stopped}): {err:?}")
+            }
+        };
         channels.insert(service.to_owned(), channel.clone());
         channel
     }

@@ -28,16 +28,38 @@ pub struct VaultHarness {
 
 /// Opens an mTLS channel to `addr` as the holder of `files`, expecting the server
 /// certificate to carry `server_name`.
+///
+/// A refused TCP connection is retried for up to two seconds (a server that has just
+/// been started may not be accepting yet); every other failure is returned at once,
+/// so tests of refused certificates stay fast and exact.
 pub async fn connect(
     addr: SocketAddr,
     files: &TlsFiles,
     server_name: &str,
 ) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(format!("https://{addr}"))
+    let endpoint = Endpoint::from_shared(format!("https://{addr}"))
         .expect("a valid URI")
-        .tls_config(files.client_config(server_name).expect("read TLS files"))?
-        .connect()
-        .await
+        .tls_config(files.client_config(server_name).expect("read TLS files"))?;
+    let mut attempts = 0;
+    loop {
+        match endpoint.connect().await {
+            Err(err) if attempts < 40 && refused(&err) => attempts += 1,
+            outcome => return outcome,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(current) = source {
+        if current.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = current.source();
+    }
+    false
 }
 
 impl VaultHarness {
