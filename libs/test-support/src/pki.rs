@@ -6,6 +6,9 @@ use qupia_transport::{DevPki, ServiceIdentity, TlsFiles};
 pub struct TestPki {
     pub ca: DevPki,
     dir: tempfile::TempDir,
+    /// Each identity is issued once: a running service keeps reading the files it
+    /// was started with, so they must never be replaced under it.
+    issued: std::sync::Mutex<std::collections::HashMap<String, TlsFiles>>,
 }
 
 impl TestPki {
@@ -19,6 +22,7 @@ impl TestPki {
         TestPki {
             ca: DevPki::generate_named(common_name).expect("generate a test CA"),
             dir: tempfile::tempdir().expect("temp dir"),
+            issued: Default::default(),
         }
     }
 
@@ -30,9 +34,15 @@ impl TestPki {
 
     /// Files for any identity; `stem` names the files and the DNS name.
     pub fn identity(&self, identity: &ServiceIdentity, stem: &str) -> TlsFiles {
-        self.ca
-            .write_service_files(self.dir.path(), stem, identity, &[stem, "localhost"])
-            .expect("issue a test certificate")
+        let mut issued = self.issued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        issued
+            .entry(stem.to_owned())
+            .or_insert_with(|| {
+                self.ca
+                    .write_service_files(self.dir.path(), stem, identity, &[stem, "localhost"])
+                    .expect("issue a test certificate")
+            })
+            .clone()
     }
 }
 

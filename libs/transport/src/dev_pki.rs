@@ -110,18 +110,26 @@ impl DevPki {
             move |source| Error::Read { path, source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        std::fs::write(&files.ca, &self.ca_pem).map_err(io(&files.ca))?;
-        std::fs::write(&files.cert, &issued.cert_pem).map_err(io(&files.cert))?;
-        write_private(&files.key, issued.key_pem.as_bytes()).map_err(io(&files.key))?;
+        // Each file is replaced whole (written beside it, then renamed), so a service
+        // reading its files while another certificate is issued never sees half a file.
+        write_file(&files.ca, self.ca_pem.as_bytes(), 0o644).map_err(io(&files.ca))?;
+        write_file(&files.key, issued.key_pem.as_bytes(), 0o600).map_err(io(&files.key))?;
+        write_file(&files.cert, issued.cert_pem.as_bytes(), 0o644).map_err(io(&files.cert))?;
         Ok(files)
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    let temporary = path.with_file_name(name);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(bytes)
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    options.open(&temporary)?.write_all(bytes)?;
+    std::fs::rename(&temporary, path)
 }
