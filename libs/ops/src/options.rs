@@ -35,6 +35,27 @@ impl Default for OpsOptions {
 }
 
 impl OpsOptions {
+    /// The options a binary's flags give: the ops address and three durations in
+    /// seconds. The error names the flag whose value is not a finite, non-negative
+    /// number.
+    pub fn from_flags(
+        listen: SocketAddr,
+        deregistration_delay_secs: f64,
+        grace_period_secs: f64,
+        database_wait_secs: f64,
+    ) -> Result<OpsOptions, String> {
+        let seconds = |value: f64, key: &str| {
+            Duration::try_from_secs_f64(value).map_err(|_| format!("{key}: must be a non-negative number of seconds"))
+        };
+        Ok(OpsOptions {
+            listen: Some(listen),
+            deregistration_delay: seconds(deregistration_delay_secs, "deregistration_delay_secs")?,
+            grace_period: seconds(grace_period_secs, "grace_period_secs")?,
+            database_wait: seconds(database_wait_secs, "database_wait_secs")?,
+            bound: BoundAddr::default(),
+        })
+    }
+
     /// For tests and the development runner: an ops server on an ephemeral port, no
     /// deregistration delay, and short waits.
     pub fn ephemeral() -> OpsOptions {

@@ -108,19 +108,15 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// The ops options from the flags; a duration flag must be a finite, non-negative number.
+/// The ops options from the flags.
 fn ops_options(args: &Args) -> anyhow::Result<qupia_ops::OpsOptions> {
-    let seconds = |value: f64, key: &str| {
-        std::time::Duration::try_from_secs_f64(value)
-            .map_err(|_| anyhow::anyhow!("{key}: must be a non-negative number of seconds"))
-    };
-    Ok(qupia_ops::OpsOptions {
-        listen: Some(args.ops_listen),
-        deregistration_delay: seconds(args.deregistration_delay_secs, "deregistration_delay_secs")?,
-        grace_period: seconds(args.grace_period_secs, "grace_period_secs")?,
-        database_wait: seconds(args.database_wait_secs, "database_wait_secs")?,
-        bound: qupia_ops::BoundAddr::default(),
-    })
+    qupia_ops::OpsOptions::from_flags(
+        args.ops_listen,
+        args.deregistration_delay_secs,
+        args.grace_period_secs,
+        args.database_wait_secs,
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 #[tokio::main]
