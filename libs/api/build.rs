@@ -6,8 +6,12 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "qupia/types/v1/types.proto",
     "qupia/vault/v1/vault.proto",
+    "qupia/vault/v1/documents.proto",
+    "qupia/vault/v1/statistics.proto",
     "qupia/audit/v1/audit.proto",
     "qupia/gateway/v1/gateway.proto",
+    "qupia/gateway/v1/documents.proto",
+    "qupia/gateway/v1/statistics.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
