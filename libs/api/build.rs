@@ -12,6 +12,8 @@ const PROTOS: &[&str] = &[
     "qupia/gateway/v1/gateway.proto",
     "qupia/gateway/v1/documents.proto",
     "qupia/gateway/v1/statistics.proto",
+    "qupia/gateway/v1/access_history.proto",
+    "qupia/accounts/v1/accounts.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

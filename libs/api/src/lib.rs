@@ -40,5 +40,13 @@ pub mod gateway {
     }
 }
 
+/// The accounts service: registration and the rights of the people registered.
+pub mod accounts {
+    #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("qupia.accounts.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every Qupia proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/qupia_descriptor.bin"));
