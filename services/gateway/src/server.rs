@@ -1,10 +1,11 @@
-//! Assembles the gateway: policy, consent store, vault client, and the four APIs.
+//! Assembles the gateway: policy, consent store, vault client, and its APIs.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use qupia_api::audit::v1::audit_service_client::AuditServiceClient;
 use qupia_api::audit::v1::audit_service_server::AuditServiceServer;
+use qupia_api::gateway::v1::access_history_service_server::AccessHistoryServiceServer;
 use qupia_api::gateway::v1::consent_service_server::ConsentServiceServer;
 use qupia_api::gateway::v1::gateway_service_server::GatewayServiceServer;
 use qupia_api::gateway::v1::policy_service_server::PolicyServiceServer;
@@ -17,6 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Endpoint, Server};
 
 use crate::Config;
+use crate::access_history::AccessHistoryApi;
 use crate::audit_proxy::AuditProxy;
 use crate::consent::{ConsentError, ConsentStore};
 use crate::consent_api::ConsentApi;
@@ -91,6 +93,12 @@ pub async fn serve(
         security: roles.security.clone().into(),
     };
     let explain = PolicyApi { policy: policy.clone(), security: roles.security.clone().into() };
+    // A person's own history goes to the writers (acting on the person's request) and
+    // to the security team; the whole log to the security team only.
+    let history = AccessHistoryApi {
+        vault: AuditServiceClient::new(channel.clone()),
+        readers: roles.writers.iter().chain(&roles.security).cloned().collect(),
+    };
     let audit = AuditProxy { vault: AuditServiceClient::new(channel), security: roles.security.clone().into() };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -128,6 +136,7 @@ pub async fn serve(
                 .add_service(InterceptedService::new(ConsentServiceServer::new(consent), gate()))
                 .add_service(InterceptedService::new(PolicyServiceServer::new(explain), gate()))
                 .add_service(InterceptedService::new(AuditServiceServer::new(audit), gate()))
+                .add_service(InterceptedService::new(AccessHistoryServiceServer::new(history), gate()))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting)
         })
         .await;
