@@ -1,10 +1,12 @@
 //! What Qupia's tests share: a fresh database per test on SQLite or PostgreSQL, a
-//! test PKI issuing real certificates, services started in-process on `127.0.0.1:0`,
+//! test PKI issuing real certificates, services started in-process on `127.0.0.1:0`
+//! (the vault and the gateway as [`Suite`], with the accounts service as [`AccountsSuite`]),
 //! and scans that prove personal data never reached a place it must not be.
 //!
 //! PostgreSQL tests run when `QUPIA_TEST_POSTGRES_URL` names a server to create
 //! databases on (CI sets it); without it they say they were skipped.
 
+mod accounts;
 mod db;
 pub mod ops;
 mod pki;
@@ -12,6 +14,7 @@ mod scan;
 mod suite;
 mod vault;
 
+pub use accounts::{AccountsSuite, publish_policy_version};
 pub use db::{Backend, TestDb, postgres_admin_url};
 pub use pki::TestPki;
 pub use scan::{Leak, scan_bytes, scan_database, scan_text};

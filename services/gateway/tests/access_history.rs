@@ -59,7 +59,9 @@ async fn own_entries(backend: Backend) {
     }
 
     // A request that cannot name one person's entries is refused, naming the field.
-    for (token, after_seq, field) in [("", 0, "person_token"), ("qpf_x", 0, "person_token"), (&*person, -1, "after_seq")] {
+    for (token, after_seq, field) in
+        [("", 0, "person_token"), ("qpf_x", 0, "person_token"), (&*person, -1, "after_seq")]
+    {
         let err = history(&suite, "accounts", token, after_seq, 10).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().starts_with(field), "{}", err.message());
