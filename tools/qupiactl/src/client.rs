@@ -1,5 +1,5 @@
-//! Connecting to the gateway with an identity: the development certificates of any
-//! service (`--as accounts`), or the operator's own files.
+//! Connecting to the gateway, or to the accounts service, with an identity: the
+//! development certificates of any service (`--as accounts`), or the operator's own files.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,9 @@ pub struct Connection {
     /// The gateway's address.
     #[arg(long, global = true, env = "QUPIA_GATEWAY_ADDR", default_value = "127.0.0.1:7102")]
     pub gateway: String,
+    /// The accounts service's address (for `account …`).
+    #[arg(long = "accounts-addr", global = true, env = "QUPIA_ACCOUNTS_ADDR", default_value = "127.0.0.1:7103")]
+    pub accounts: String,
     /// Call as this service, with its certificate from the development directory.
     #[arg(long = "as", global = true, env = "QUPIA_AS", default_value = "qupiactl")]
     pub identity: String,
@@ -28,19 +31,30 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A channel to the gateway.
     pub async fn channel(&self, dev_dir: &Path) -> anyhow::Result<Channel> {
+        self.connect(dev_dir, &self.gateway, "gateway", "the gateway").await
+    }
+
+    /// A channel to the accounts service.
+    pub async fn accounts_channel(&self, dev_dir: &Path) -> anyhow::Result<Channel> {
+        self.connect(dev_dir, &self.accounts, "accounts", "the accounts service").await
+    }
+
+    /// Connects to `addr` (`what`), whose certificate must carry the DNS name `server_name`.
+    async fn connect(&self, dev_dir: &Path, addr: &str, server_name: &str, what: &str) -> anyhow::Result<Channel> {
         let files = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             (Some(ca), Some(cert), Some(key)) => TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() },
             _ => tls_files(dev_dir, &self.identity),
         };
         let tls = files
-            .client_config("gateway")
+            .client_config(server_name)
             .with_context(|| format!("read the certificates of {} (is `qupiactl dev up` running?)", self.identity))?;
-        Endpoint::from_shared(format!("https://{}", self.gateway))?
+        Endpoint::from_shared(format!("https://{addr}"))?
             .tls_config(tls)?
             .connect()
             .await
-            .with_context(|| format!("connect to the gateway at {}", self.gateway))
+            .with_context(|| format!("connect to {what} at {addr}"))
     }
 }
 

@@ -22,7 +22,7 @@ pub enum DevCommand {
 }
 
 /// The service identities a development suite issues certificates for.
-const SERVICES: &[&str] = &["vault", "gateway", "accounts", "marketing", "qupiactl"];
+const SERVICES: &[&str] = &["vault", "gateway", "accounts", "marketing", "web", "qupiactl"];
 
 /// The TLS files of `service` in a development directory.
 pub fn tls_files(dev_dir: &Path, service: &str) -> TlsFiles {
@@ -50,9 +50,16 @@ fn sqlite_url(path: &Path) -> anyhow::Result<String> {
     Ok(format!("sqlite://{}?mode=rwc", absolute.display()))
 }
 
-pub async fn run(command: DevCommand, dev_dir: &Path) -> anyhow::Result<()> {
+/// Runs a dev command; the accounts service listens where `--accounts-addr` (the
+/// address the `account` commands call) says.
+pub async fn run(command: DevCommand, dev_dir: &Path, accounts_addr: &str) -> anyhow::Result<()> {
     match command {
-        DevCommand::Up { vault_addr, gateway_addr } => up(dev_dir, vault_addr, gateway_addr).await,
+        DevCommand::Up { vault_addr, gateway_addr } => {
+            let accounts_addr = accounts_addr
+                .parse()
+                .map_err(|_| anyhow::anyhow!("accounts-addr: must be an IP address and port to listen on"))?;
+            up(dev_dir, vault_addr, gateway_addr, accounts_addr).await
+        }
     }
 }
 
@@ -64,7 +71,12 @@ fn dev_ops() -> qupia_ops::OpsOptions {
     qupia_ops::OpsOptions { listen: None, ..qupia_ops::OpsOptions::ephemeral() }
 }
 
-async fn up(dev_dir: &Path, vault_addr: SocketAddr, gateway_addr: SocketAddr) -> anyhow::Result<()> {
+async fn up(
+    dev_dir: &Path,
+    vault_addr: SocketAddr,
+    gateway_addr: SocketAddr,
+    accounts_addr: SocketAddr,
+) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -89,10 +101,18 @@ async fn up(dev_dir: &Path, vault_addr: SocketAddr, gateway_addr: SocketAddr) ->
         vault_addr.to_string(),
     );
     gateway_config.ops = dev_ops();
+    let mut accounts_config = qupia_accounts::Config::new(
+        sqlite_url(&dev_dir.join("accounts.db"))?,
+        TlsMode::Mtls(tls_files(dev_dir, "accounts")),
+        gateway_addr.to_string(),
+    );
+    accounts_config.ops = dev_ops();
     let vault_listener =
         tokio::net::TcpListener::bind(vault_addr).await.with_context(|| format!("listen on {vault_addr}"))?;
     let gateway_listener =
         tokio::net::TcpListener::bind(gateway_addr).await.with_context(|| format!("listen on {gateway_addr}"))?;
+    let accounts_listener =
+        tokio::net::TcpListener::bind(accounts_addr).await.with_context(|| format!("listen on {accounts_addr}"))?;
 
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
@@ -103,9 +123,11 @@ async fn up(dev_dir: &Path, vault_addr: SocketAddr, gateway_addr: SocketAddr) ->
     };
     let vault = tokio::spawn(qupia_vault::serve(vault_config, vault_listener, stopped(&stop)));
     let gateway = tokio::spawn(qupia_gateway::serve(gateway_config, gateway_listener, stopped(&stop)));
+    let accounts = tokio::spawn(qupia_accounts::serve(accounts_config, accounts_listener, stopped(&stop)));
     publish_first_version(dev_dir, gateway_addr).await?;
 
     println!("Qupia development suite (SQLite, mTLS with a development CA)");
+    println!("  accounts   https://{accounts_addr}   ← the web front end calls this (`qupiactl account …`)");
     println!("  gateway    https://{gateway_addr}   ← internal services call this");
     println!("  vault      https://{vault_addr}   (answers the gateway only)");
     println!("  files      {}", dev_dir.display());
@@ -115,6 +137,7 @@ async fn up(dev_dir: &Path, vault_addr: SocketAddr, gateway_addr: SocketAddr) ->
         _ = tokio::signal::ctrl_c() => {}
         outcome = vault => anyhow::bail!("the vault stopped: {outcome:?}"),
         outcome = gateway => anyhow::bail!("the gateway stopped: {outcome:?}"),
+        outcome = accounts => anyhow::bail!("the accounts service stopped: {outcome:?}"),
     }
     let _ = stop.send(());
     Ok(())

@@ -1,9 +1,10 @@
-//! `qupiactl`: runs the whole suite on a laptop (`dev up`) and operates it: people,
-//! consents, the purpose policy and the access log.
+//! `qupiactl`: runs the whole suite on a laptop (`dev up`) and operates it: accounts,
+//! people, consents, the purpose policy and the access log.
 //!
 //! Exit codes: 0 success; 1 a check failed (e.g. `audit verify` found the log
 //! broken); 2 the command could not be carried out (bad arguments, a refused call).
 
+mod account_cmd;
 mod audit_cmd;
 mod client;
 mod dev;
@@ -37,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: dev::DevCommand,
     },
+    /// Register people and serve their rights through the accounts service.
+    Account {
+        #[command(subcommand)]
+        command: account_cmd::AccountCommand,
+    },
     /// Store, reveal, find and erase people through the gateway.
     Person {
         #[command(subcommand)]
@@ -61,12 +67,16 @@ enum Command {
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Command::Dev { command } = cli.command {
-        dev::run(command, &cli.dev_dir).await?;
+        dev::run(command, &cli.dev_dir, &cli.connection.accounts).await?;
+        return Ok(true);
+    }
+    if let Command::Account { command } = cli.command {
+        account_cmd::run(command, &cli.connection, &cli.dev_dir, cli.json).await?;
         return Ok(true);
     }
     let channel = cli.connection.channel(&cli.dev_dir).await?;
     match cli.command {
-        Command::Dev { .. } => Ok(true),
+        Command::Dev { .. } | Command::Account { .. } => Ok(true),
         Command::Person { command } => person_cmd::run_person(command, channel, cli.json).await.map(|()| true),
         Command::Consent { command } => person_cmd::run_consent(command, channel, cli.json).await.map(|()| true),
         Command::Policy { command } => policy_cmd::run(command, channel, cli.json).await.map(|()| true),
@@ -97,5 +107,17 @@ async fn main() -> ExitCode {
             eprintln!("qupiactl: {err:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // Catches clashing flags (a global flag and a subcommand's of the same name),
+        // which clap otherwise reports only when that subcommand runs.
+        super::Cli::command().debug_assert();
     }
 }
