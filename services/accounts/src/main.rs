@@ -3,11 +3,10 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
 use qupia_accounts::Config;
 use qupia_transport::{ServiceIdentity, TlsFiles, TlsMode};
 
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(
     name = "qupia-accounts",
     version,
@@ -30,13 +29,13 @@ struct Args {
     #[arg(long, env = "QUPIA_ACCOUNTS_GATEWAY_SERVER_NAME", default_value = "gateway")]
     gateway_server_name: String,
     /// CA certificate (PEM) that signs every Qupia certificate.
-    #[arg(long, env = "QUPIA_ACCOUNTS_TLS_CA", required_unless_present = "insecure_dev_caller")]
+    #[arg(long, env = "QUPIA_ACCOUNTS_TLS_CA")]
     tls_ca: Option<PathBuf>,
     /// This service's certificate (PEM), for `spiffe://qupia/ns/<ns>/sa/accounts`.
-    #[arg(long, env = "QUPIA_ACCOUNTS_TLS_CERT", required_unless_present = "insecure_dev_caller")]
+    #[arg(long, env = "QUPIA_ACCOUNTS_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// This service's private key (PEM).
-    #[arg(long, env = "QUPIA_ACCOUNTS_TLS_KEY", required_unless_present = "insecure_dev_caller")]
+    #[arg(long, env = "QUPIA_ACCOUNTS_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// INSECURE: serve and call the gateway in plaintext, taking every caller to be this identity.
     #[arg(long, env = "QUPIA_ACCOUNTS_INSECURE_DEV_CALLER", conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
@@ -68,6 +67,8 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "QUPIA_LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    config: qupia_config::ConfigFlags,
 }
 
 fn config(args: &Args) -> anyhow::Result<Config> {
@@ -99,7 +100,13 @@ fn config(args: &Args) -> anyhow::Result<Config> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    // Defaults, then the file (--config or QUPIA_ACCOUNTS_CONFIG), then the environment, then flags.
+    let parsed = qupia_config::parse::<Args>("QUPIA_ACCOUNTS_CONFIG");
+    if parsed.dump_requested() {
+        print!("{}", parsed.dump());
+        return Ok(());
+    }
+    let args = parsed.settings;
     // Logs, and spans over OTLP when the OTEL_* environment asks for them.
     let telemetry = qupia_telemetry::init("qupia-accounts", args.log_json);
     let config = config(&args)?;
