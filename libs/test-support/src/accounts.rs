@@ -95,18 +95,23 @@ impl AccountsSuite {
         self.ops.get()
     }
 
-    /// A client of the accounts service as `spiffe://qupia/ns/default/sa/<service>`;
+    /// A channel to the accounts service as `spiffe://qupia/ns/default/sa/<service>`;
     /// one connection per identity, reused.
-    pub async fn accounts_as(&self, service: &str) -> AccountsServiceClient<Channel> {
+    pub async fn channel_as(&self, service: &str) -> Channel {
         let mut channels = self.channels.lock().await;
         if let Some(channel) = channels.get(service) {
-            return AccountsServiceClient::new(channel.clone());
+            return channel.clone();
         }
         let channel = connect(self.addr, &self.suite.pki.service(service), "accounts")
             .await
             .unwrap_or_else(|err| panic!("connect to the accounts service as {service}: {err:?}"));
         channels.insert(service.to_owned(), channel.clone());
-        AccountsServiceClient::new(channel)
+        channel
+    }
+
+    /// A client of the accounts service as `spiffe://qupia/ns/default/sa/<service>`.
+    pub async fn accounts_as(&self, service: &str) -> AccountsServiceClient<Channel> {
+        AccountsServiceClient::new(self.channel_as(service).await)
     }
 
     /// Stops the accounts service, then the gateway and the vault, draining each.

@@ -224,7 +224,9 @@ async fn current_policy_version(connection: &Connection, dev_dir: &Path) -> anyh
 
 pub async fn run(command: AccountCommand, connection: &Connection, dev_dir: &Path, json: bool) -> anyhow::Result<()> {
     let policy_version = match &command {
-        AccountCommand::Register { policy_version: None, .. } => Some(current_policy_version(connection, dev_dir).await?),
+        AccountCommand::Register { policy_version: None, .. } => {
+            Some(current_policy_version(connection, dev_dir).await?)
+        }
         _ => None,
     };
     let mut accounts: AccountsServiceClient<Channel> =
@@ -272,8 +274,7 @@ pub async fn run(command: AccountCommand, connection: &Connection, dev_dir: &Pat
                     .flat_map(|a| a.chunks(CHUNK_BYTES))
                     .map(|c| RegisterRequest { part: Some(Part::AuthorisationDocumentChunk(c.to_vec())) }),
             );
-            let registered =
-                accounts.register(tokio_stream::iter(messages)).await.map_err(status)?.into_inner();
+            let registered = accounts.register(tokio_stream::iter(messages)).await.map_err(status)?.into_inner();
             if json {
                 emit(serde_json::json!({
                     "account_id": registered.account_id, "person_token": registered.person_token,
@@ -309,8 +310,7 @@ pub async fn run(command: AccountCommand, connection: &Connection, dev_dir: &Pat
             }
         }
         AccountCommand::Profile { account_id } => {
-            let profile =
-                accounts.get_profile(GetProfileRequest { account_id }).await.map_err(status)?.into_inner();
+            let profile = accounts.get_profile(GetProfileRequest { account_id }).await.map_err(status)?.into_inner();
             let account = profile.account.unwrap_or_default();
             let data = profile.data.unwrap_or_default();
             if json {
@@ -414,8 +414,7 @@ pub async fn run(command: AccountCommand, connection: &Connection, dev_dir: &Pat
                 .await
                 .map_err(status)?
                 .into_inner();
-            let mut file =
-                std::fs::File::create(&output).with_context(|| format!("create {}", output.display()))?;
+            let mut file = std::fs::File::create(&output).with_context(|| format!("create {}", output.display()))?;
             let mut info = None;
             let written: anyhow::Result<u64> = async {
                 let mut written = 0u64;
