@@ -133,7 +133,11 @@ impl AccountsService for AccountsApi {
             }
             updated.push(field);
         }
-        self.store.touch(&account.id, now_ms()).await.map_err(Error::from)?;
+        // The rectification has happened; failing the call now would tell the person
+        // otherwise. The time of it is bookkeeping: log, and answer with what changed.
+        if let Err(err) = self.store.touch(&account.id, now_ms()).await {
+            tracing::warn!(error = %err, account_id = %account.id, "failed to note the time of a rectification");
+        }
         tracing::info!(account_id = %account.id, fields = ?updated, "profile rectified");
         Ok(Response::new(proto::UpdateProfileResponse {
             updated_fields: updated.into_iter().map(|f| qupia_api::convert::field_to_proto(f) as i32).collect(),
