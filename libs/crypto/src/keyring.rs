@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::dek::{KEY_LEN, open_with_key, seal_with_key};
 use crate::provider::dek_aad;
-use crate::{BlindIndexKey, DataKey, Error, KeyProvider, KeyState, TokenKey, WrappedKey};
+use crate::{BlindIndexKey, DataKey, Error, KeyProvider, KeyState, KeyStore, TokenKey, WrappedKey};
 
 /// A keyring file and the keys loaded from it. Implements [`KeyProvider`].
 ///
@@ -302,6 +302,42 @@ impl KeyProvider for Keyring {
         };
         let dek = open_with_key(&key, &wrapped.bytes, &dek_aad(version, context))?;
         DataKey::from_slice(&dek)
+    }
+}
+
+/// Delegates to the inherent methods above, which callers holding a `Keyring` (the tests,
+/// `qupiactl dev`) keep using directly.
+impl KeyStore for Keyring {
+    fn rotate_kek(&self) -> Result<u32, Error> {
+        Keyring::rotate_kek(self)
+    }
+
+    fn set_kek_state(&self, version: u32, state: KeyState) -> Result<(), Error> {
+        Keyring::set_kek_state(self, version, state)
+    }
+
+    fn destroy_kek(&self, version: u32) -> Result<(), Error> {
+        Keyring::destroy_kek(self, version)
+    }
+
+    fn blind_index_key(&self) -> Arc<BlindIndexKey> {
+        Keyring::blind_index_key(self)
+    }
+
+    fn blind_index_keys(&self) -> Vec<Arc<BlindIndexKey>> {
+        Keyring::blind_index_keys(self)
+    }
+
+    fn rotate_blind_index_key(&self) -> Result<u32, Error> {
+        Keyring::rotate_blind_index_key(self)
+    }
+
+    fn remove_blind_index_key(&self, version: u32) -> Result<(), Error> {
+        Keyring::remove_blind_index_key(self, version)
+    }
+
+    fn token_key(&self) -> &TokenKey {
+        Keyring::token_key(self)
     }
 }
 

@@ -22,5 +22,5 @@ pub use blind_index::BlindIndexKey;
 pub use dek::{DataKey, slot_aad};
 pub use error::Error;
 pub use keyring::Keyring;
-pub use provider::{KeyProvider, KeyState, WrappedKey};
+pub use provider::{KeyProvider, KeyState, KeyStore, WrappedKey};
 pub use token::{Token, TokenError, TokenKey, TokenKind};
