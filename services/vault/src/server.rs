@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use qupia_api::audit::v1::audit_service_server::AuditServiceServer;
 use qupia_api::vault::v1::vault_service_server::VaultServiceServer;
-use qupia_crypto::{KeyProvider, KeyState, Keyring};
+use qupia_crypto::{KeyState, KeyStore, Keyring};
 use qupia_transport::{Admission, TlsMode};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -48,14 +48,14 @@ pub async fn serve(
     if config.trusted_callers.is_empty() {
         return Err(ServeError::NoTrustedCallers);
     }
-    let keyring = Arc::new(Keyring::load_or_create(&config.keyring_path)?);
+    let keys: Arc<dyn KeyStore> = Arc::new(Keyring::load_or_create(&config.keyring_path)?);
     qupia_ops::wait_for_database(&config.database_url, config.ops.database_wait).await?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
-    tracing::info!(backend = ?store.backend(), kek_version = qupia_crypto::KeyProvider::current_version(keyring.as_ref()), "vault storage and keys ready");
+    tracing::info!(backend = ?store.backend(), kek_version = keys.current_version(), "vault storage and keys ready");
     let metrics = qupia_ops::Metrics::new();
     metrics.observe_pool(store.pool().clone());
-    metrics.set_key_versions(keyring.versions().into_iter().map(|(_, state)| key_state_label(state)));
-    let vault = Vault::new(store.clone(), keyring).with_metrics(metrics.clone());
+    metrics.set_key_versions(keys.versions().into_iter().map(|(_, state)| key_state_label(state)));
+    let vault = Vault::new(store.clone(), keys).with_metrics(metrics.clone());
     let audit = AuditApi { ledger: vault.ledger().clone() };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
