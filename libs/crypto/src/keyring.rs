@@ -18,7 +18,7 @@ use rand::rngs::OsRng;
 use zeroize::Zeroizing;
 
 use crate::dek::{KEY_LEN, open_with_key, seal_with_key};
-use crate::provider::dek_aad;
+use crate::provider::{check_lifecycle, dek_aad};
 use crate::{BlindIndexKey, DataKey, Error, KeyProvider, KeyState, KeyStore, TokenKey, WrappedKey};
 
 /// A keyring file and the keys loaded from it. Implements [`KeyProvider`].
@@ -69,29 +69,9 @@ impl KeySet {
 
     /// The invariants every loaded or changed key set keeps.
     fn check(&self) -> Result<(), &'static str> {
-        let mut active = self.keks.iter().filter(|(_, kek)| kek.state == KeyState::Active);
-        let Some((&active_version, _)) = active.next() else {
-            return Err("has no active kek version");
-        };
-        if active.next().is_some() {
-            return Err("has more than one active kek version");
-        }
-        // New wraps must go to the newest key: an older version becoming active again
-        // would undo a rotation.
-        if self.keks.keys().next_back() != Some(&active_version) {
-            return Err("has an active kek version that is not the newest");
-        }
-        if self.keks.contains_key(&0) {
-            return Err("has a kek version 0");
-        }
-        if self.index_keys.is_empty() {
-            return Err("has no blind-index key");
-        }
-        let strictly_newest_first = self.index_keys.windows(2).all(|pair| pair[0].version() > pair[1].version());
-        if !strictly_newest_first {
-            return Err("has duplicate blind-index key versions");
-        }
-        Ok(())
+        let keks: Vec<(u32, KeyState)> = self.keks.iter().map(|(version, kek)| (*version, kek.state)).collect();
+        let index_versions: Vec<u32> = self.index_keys.iter().map(|key| key.version()).collect();
+        check_lifecycle(&keks, &index_versions)
     }
 
     fn active(&self) -> (u32, &Kek) {

@@ -109,6 +109,34 @@ pub trait KeyStore: KeyProvider {
     fn token_key(&self) -> &TokenKey;
 }
 
+/// The lifecycle rules every key store keeps: exactly one active KEK version and it is
+/// the newest, no version 0, and at least one blind-index key with versions strictly
+/// newest first. `keks` in ascending version order; the message completes "key set ...".
+pub(crate) fn check_lifecycle(keks: &[(u32, KeyState)], index_versions: &[u32]) -> Result<(), &'static str> {
+    let mut active = keks.iter().filter(|(_, state)| *state == KeyState::Active);
+    let Some(&(active_version, _)) = active.next() else {
+        return Err("has no active kek version");
+    };
+    if active.next().is_some() {
+        return Err("has more than one active kek version");
+    }
+    // New wraps must go to the newest key: an older version becoming active again
+    // would undo a rotation.
+    if keks.iter().map(|(version, _)| *version).max() != Some(active_version) {
+        return Err("has an active kek version that is not the newest");
+    }
+    if keks.iter().any(|(version, _)| *version == 0) {
+        return Err("has a kek version 0");
+    }
+    if index_versions.is_empty() {
+        return Err("has no blind-index key");
+    }
+    if !index_versions.windows(2).all(|pair| pair[0] > pair[1]) {
+        return Err("has duplicate blind-index key versions");
+    }
+    Ok(())
+}
+
 /// Associated data for wrapping a DEK: the domain tag, the KEK version (so a wrapped key
 /// relabelled with another version fails) and the caller's context, length-prefixed.
 pub(crate) fn dek_aad(kek_version: u32, context: &[u8]) -> Vec<u8> {
