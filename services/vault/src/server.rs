@@ -55,7 +55,7 @@ pub async fn serve(
     let store = Store::connect(&config.database_url, config.max_connections).await?;
     tracing::info!(
         backend = ?store.backend(),
-        key_provider = keys.name(),
+        key_provider = %keys.name(),
         kek_version = keys.current_version(),
         "vault storage and keys ready"
     );
