@@ -103,8 +103,9 @@ impl Labels {
 
 /// A key set in a PKCS#11 token. Implements [`KeyStore`].
 ///
-/// Like the keyring file, it has one writer: the process that opened it. Another
-/// process sharing the token sees changes after [`Pkcs11KeyStore::reload`].
+/// Like the keyring file, it has one writer at a time. Another process sharing the key
+/// set sees changes after [`Pkcs11KeyStore::reload`], and a change it attempts on a stale
+/// copy is refused.
 pub struct Pkcs11KeyStore {
     token: Token,
     labels: Labels,
@@ -223,6 +224,7 @@ impl Pkcs11KeyStore {
         let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = self.read_keys().clone();
         let outcome = self.token.with_session(|session| {
+            self.check_not_changed_elsewhere(session, next.generation)?;
             let outcome = edit(&mut next, session)?;
             next.check().map_err(|problem| self.state_error(problem))?;
             let previous = next.state_object;
@@ -244,6 +246,28 @@ impl Pkcs11KeyStore {
         })?;
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = next;
         Ok(outcome)
+    }
+
+    /// Refuses to change a key set that another process changed since this one read it:
+    /// the change would be made to a stale copy, and a rotation would take leftovers of
+    /// the other's for its own.
+    fn check_not_changed_elsewhere(&self, session: &Session, generation: u64) -> Result<(), Error> {
+        let objects = session
+            .find_objects(&state_template(&self.labels))
+            .map_err(|err| self.token.error("look up the key set state", &err))?;
+        for object in objects {
+            let value =
+                token::read_value(session, object).map_err(|err| self.token.error("read the key set state", &err))?;
+            let newest =
+                State::decode(&value).map_err(|problem| self.state_error(format!("state object {problem}")))?;
+            if newest.generation > generation {
+                return Err(self.state_error(format!(
+                    "was changed by another process (state generation {} after this process's {generation}): reload and retry",
+                    newest.generation
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn state_error(&self, problem: impl fmt::Display) -> Error {

@@ -56,6 +56,14 @@ impl KeyProviderConfig {
         KeyProviderConfig::Keyring { path: path.into() }
     }
 
+    /// The keyring file, when the keys are in one.
+    pub fn keyring_path(&self) -> Option<&std::path::Path> {
+        match self {
+            KeyProviderConfig::Keyring { path } => Some(path),
+            KeyProviderConfig::Pkcs11 { .. } => None,
+        }
+    }
+
     /// The provider's name as in `QUPIA_VAULT_KEY_PROVIDER`.
     pub fn kind(&self) -> &'static str {
         match self {

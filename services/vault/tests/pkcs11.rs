@@ -144,8 +144,13 @@ fn a_change_made_by_another_store_on_the_token_is_seen_after_reload() {
     let wrapped = reader.wrap(&DataKey::generate(), b"p").expect("wrap");
     assert_eq!(writer.rotate_kek().expect("rotate"), 2);
     assert_eq!(reader.current_version(), 1, "not yet reloaded");
+    let stale = reader.rotate_kek().expect_err("a change to a stale copy is refused");
+    assert!(stale.to_string().contains("was changed by another process"), "{stale}");
     reader.reload().expect("reload");
     assert_eq!(reader.current_version(), 2);
+    assert_eq!(reader.rotate_kek().expect("rotate after reloading"), 3);
+    writer.reload().expect("reload the first store");
+    assert_eq!(writer.versions(), vec![(3, KeyState::Active), (2, KeyState::DecryptOnly), (1, KeyState::DecryptOnly)]);
     writer.unwrap(&wrapped, b"p").expect("both stores hold the same keys");
 }
 
