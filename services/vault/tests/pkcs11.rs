@@ -273,7 +273,14 @@ fn find_key(session: &Session, label: &str) -> Option<ObjectHandle> {
 /// It must fail before it serves anything: no database or TLS is reached.
 fn vault_start_failure(hsm: &SoftHsm, args: &[&str], env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qupia-vault"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_qupia-vault"));
+    // Only what the test sets: an operator's QUPIA_VAULT_* must not leak in.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("QUPIA_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command
         .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
         .arg("--database-url")
         .arg(format!("sqlite://{}?mode=rwc", dir.path().join("vault.db").display()))
@@ -281,7 +288,6 @@ fn vault_start_failure(hsm: &SoftHsm, args: &[&str], env: &[(&str, &str)]) -> St
         .args(["--key-provider", "pkcs11"])
         .args(args)
         .env("SOFTHSM2_CONF", hsm.conf())
-        .env_remove("QUPIA_VAULT_PKCS11_PIN")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
