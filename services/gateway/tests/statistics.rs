@@ -102,7 +102,7 @@ async fn consenting_only(backend: Backend) {
         let entries = audit_of(&suite, person).await;
         let aggregates: Vec<_> = entries.iter().filter(|e| e.operation == "aggregate").collect();
         assert_eq!(aggregates.len(), 1, "one denial, from the aggregate that named them");
-        assert_eq!(aggregates[0].allowed, false);
+        assert!(!aggregates[0].allowed);
         assert!(aggregates[0].reason.starts_with("not counted: no active consent for statistics"));
     }
 
@@ -133,7 +133,7 @@ async fn policy_decides(backend: Backend) {
     let entries = audit_of(&suite, &person).await;
     let denied: Vec<_> = entries.iter().filter(|e| e.operation == "aggregate").collect();
     assert_eq!(denied.len(), 1);
-    assert_eq!(denied[0].allowed, false);
+    assert!(!denied[0].allowed);
     assert_eq!(denied[0].caller, ACCOUNTS);
 
     // Malformed asks are refused before any decision.

@@ -100,10 +100,11 @@ impl Vault {
 /// Keeps the groups of at least `min` people, largest first (ties by key, so the same
 /// counts always give the same answer), and counts the others.
 fn suppress(counts: HashMap<String, u64>, min: u64) -> Aggregate {
-    let (mut groups, small): (Vec<(String, u64)>, Vec<(String, u64)>) =
-        counts.into_iter().partition(|(_, count)| *count >= min);
+    let total = counts.len();
+    let mut groups: Vec<(String, u64)> = counts.into_iter().filter(|(_, count)| *count >= min).collect();
     groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    Aggregate { groups, suppressed_groups: u32::try_from(small.len()).unwrap_or(u32::MAX) }
+    let suppressed = total - groups.len();
+    Aggregate { groups, suppressed_groups: u32::try_from(suppressed).unwrap_or(u32::MAX) }
 }
 
 #[cfg(test)]
