@@ -31,6 +31,9 @@ use crate::policy_api::PolicyApi;
 use crate::rate_limit::CallerLimits;
 use crate::statistics_api::StatisticsApi;
 
+/// The largest message a caller may send in a document upload.
+const MAX_DOCUMENT_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("failed to load the purpose policy: {0}")]
@@ -147,7 +150,12 @@ pub async fn serve(
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(InterceptedService::new(GatewayServiceServer::new(gateway), gate()))
-                .add_service(InterceptedService::new(DocumentServiceServer::new(documents), gate()))
+                // Each message of an upload may be up to 4 MiB (tonic's default, stated
+                // here); the gateway passes content on to the vault in smaller pieces.
+                .add_service(InterceptedService::new(
+                    DocumentServiceServer::new(documents).max_decoding_message_size(MAX_DOCUMENT_MESSAGE_BYTES),
+                    gate(),
+                ))
                 .add_service(InterceptedService::new(StatisticsServiceServer::new(statistics), gate()))
                 .add_service(InterceptedService::new(ConsentServiceServer::new(consent), gate()))
                 .add_service(InterceptedService::new(PolicyServiceServer::new(explain), gate()))

@@ -244,6 +244,12 @@ async fn denials(backend: Backend) {
     }
     assert!(!entries.iter().any(|e| e.operation == "document_download" && e.allowed));
 
+    // A forged document token is refused and the refusal recorded, not lost.
+    let forged = format!("qpd_{}", "A".repeat(35));
+    let mut marketing = suite.documents_as("marketing").await;
+    let err = download(&mut marketing, &forged, Purpose::Identification, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
     // Malformed asks are refused before any decision.
     let mut accounts = suite.documents_as("accounts").await;
     let err = download(&mut accounts, &person, Purpose::Identification, "").await.unwrap_err();

@@ -308,10 +308,16 @@ impl VaultService for VaultApi {
             // A decision about a document is filed under its owner, so that a query by
             // person finds it; the document is named in the reason.
             let (person, reason) = if d.person_token.starts_with(TokenKind::Document.prefix()) {
-                let document = self.vault.parse_token(&d.person_token, &at("person_token"))?;
-                let owner = self.vault.document_owner_token(&document).await?.unwrap_or_default();
                 fields = vec!["document".to_owned()];
-                (owner, format!("document {}: {}", d.person_token, d.reason))
+                match self.vault.parse_token(&d.person_token, &at("person_token")) {
+                    Ok(document) => {
+                        let owner = self.vault.document_owner_token(&document).await?.unwrap_or_default();
+                        (owner, format!("document {}: {}", d.person_token, d.reason))
+                    }
+                    // A refusal of a forged token is still a decision to record; the
+                    // token itself is not repeated.
+                    Err(_) => (String::new(), format!("a document token that is not valid: {}", d.reason)),
+                }
             } else {
                 (d.person_token, d.reason)
             };

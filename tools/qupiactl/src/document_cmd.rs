@@ -256,3 +256,14 @@ async fn write_content(
     anyhow::ensure!(written == expected, "the download ended after {written} of {expected} bytes");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_download_is_written_beside_its_final_name() {
+        assert_eq!(partial_path(Path::new("/tmp/out/passport.pdf")), Path::new("/tmp/out/passport.pdf.part"));
+        assert_eq!(partial_path(Path::new("scan")), Path::new("scan.part"));
+    }
+}
