@@ -2,7 +2,6 @@
 //! register a person with their scan, sign in, read and rectify the profile, change
 //! consents, export everything held, download the scan, delete the account.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -11,11 +10,11 @@ use qupia_api::accounts::v1::accounts_service_client::AccountsServiceClient;
 use qupia_api::accounts::v1::*;
 use qupia_api::gateway::v1::ListPolicyVersionsRequest;
 use qupia_api::gateway::v1::consent_service_client::ConsentServiceClient;
-use qupia_api::types::v1::DocumentInfo;
 use tonic::transport::Channel;
 
 use crate::audit_cmd::entry_json;
 use crate::client::{Connection, status};
+use crate::document_cmd::{info_json, partial_path};
 use crate::emit;
 use crate::person_cmd::{event_json, field_name, purpose, purpose_name, state_json, state_line};
 
@@ -136,10 +135,37 @@ pub enum DocumentCommand {
         /// One of the account's document tokens.
         #[arg(long, default_value = "")]
         document: String,
-        /// Where to write it.
+        /// Where to write it; never overwritten half-way.
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+/// Writes a document's content to `partial`, readable by its owner only, and checks
+/// that all of it came.
+async fn write_content(
+    stream: &mut tonic::Streaming<DownloadDocumentResponse>,
+    partial: &Path,
+    expected: u64,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    // The document is personal data.
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(partial).await.with_context(|| format!("create {}", partial.display()))?;
+    let mut written: u64 = 0;
+    while let Some(message) = stream.message().await.map_err(status)? {
+        let Some(download_document_response::Part::Chunk(bytes)) = message.part else {
+            anyhow::bail!("the accounts service sent the document out of order");
+        };
+        file.write_all(&bytes).await.with_context(|| format!("write {}", partial.display()))?;
+        written += bytes.len() as u64;
+    }
+    file.sync_all().await.with_context(|| format!("write {}", partial.display()))?;
+    anyhow::ensure!(written == expected, "the download ended after {written} of {expected} bytes");
+    Ok(())
 }
 
 /// `advertising`, `statistics` or `third_party_transfer=<recipient>`.
@@ -166,25 +192,6 @@ fn data_json(data: &PersonalData) -> serde_json::Value {
     serde_json::json!({
         "surname": data.surname, "given_name": data.given_name, "patronymic": data.patronymic,
         "email": data.email, "phone": data.phone,
-    })
-}
-
-fn document_json(document: &DocumentInfo) -> serde_json::Value {
-    use qupia_api::types::v1::{DocumentKind, DocumentType};
-    let kind = DocumentKind::try_from(document.kind).map_or("unknown", |k| match k {
-        DocumentKind::Identity => "identity",
-        DocumentKind::Authorisation => "authorisation",
-        DocumentKind::Unspecified => "unspecified",
-    });
-    let media = DocumentType::try_from(document.r#type).map_or("unknown", |t| match t {
-        DocumentType::Pdf => "pdf",
-        DocumentType::Jpeg => "jpeg",
-        DocumentType::Png => "png",
-        DocumentType::Unspecified => "unspecified",
-    });
-    serde_json::json!({
-        "document_token": document.document_token, "kind": kind, "type": media,
-        "size_bytes": document.size_bytes, "uploaded_at_ms": document.uploaded_at_ms,
     })
 }
 
@@ -366,11 +373,14 @@ pub async fn run(command: AccountCommand, connection: &Connection, dev_dir: &Pat
             if json {
                 emit(event_json(&event))?;
             } else {
+                let subject = if event.recipient.is_empty() {
+                    purpose_name(event.purpose).to_owned()
+                } else {
+                    format!("{} to {}", purpose_name(event.purpose), event.recipient)
+                };
                 emit(format_args!(
-                    "{} {} {} under policy v{} ({})",
+                    "{} {subject} under policy v{} ({})",
                     if event.granted { "granted" } else { "withdrew" },
-                    purpose_name(event.purpose),
-                    event.recipient,
                     event.policy_version,
                     event.id
                 ))?;
@@ -397,7 +407,7 @@ pub async fn run(command: AccountCommand, connection: &Connection, dev_dir: &Pat
                 "exported_at_ms": export.exported_at_ms,
                 "account": export.account.as_ref().map(account_json),
                 "data": export.data.as_ref().map(data_json),
-                "documents": export.documents.iter().map(document_json).collect::<Vec<_>>(),
+                "documents": export.documents.iter().map(info_json).collect::<Vec<_>>(),
                 "consents": export.consents.iter().map(state_json).collect::<Vec<_>>(),
                 "consent_history": export.consent_history.iter().map(event_json).collect::<Vec<_>>(),
                 "access_history": export.access_history.iter().map(entry_json).collect::<Vec<_>>(),
@@ -414,39 +424,30 @@ pub async fn run(command: AccountCommand, connection: &Connection, dev_dir: &Pat
                 .await
                 .map_err(status)?
                 .into_inner();
-            let mut file = std::fs::File::create(&output).with_context(|| format!("create {}", output.display()))?;
-            let mut info = None;
-            let written: anyhow::Result<u64> = async {
-                let mut written = 0u64;
-                while let Some(message) = stream.message().await.map_err(status)? {
-                    match message.part {
-                        Some(download_document_response::Part::Info(described)) => info = Some(described),
-                        Some(download_document_response::Part::Chunk(chunk)) => {
-                            file.write_all(&chunk).with_context(|| format!("write {}", output.display()))?;
-                            written += chunk.len() as u64;
-                        }
-                        None => {}
-                    }
-                }
-                file.sync_all().with_context(|| format!("write {}", output.display()))?;
-                Ok(written)
-            }
-            .await;
-            let written = match written {
-                Ok(written) => written,
-                Err(err) => {
-                    // Half a document is no document.
-                    let _ = std::fs::remove_file(&output);
-                    return Err(err);
-                }
+            let first = stream.message().await.map_err(status)?.context("the accounts service sent nothing")?;
+            let Some(download_document_response::Part::Info(info)) = first.part else {
+                anyhow::bail!("the accounts service did not describe the document first");
             };
-            let info = info.unwrap_or_default();
+            let partial = partial_path(&output);
+            if let Err(err) = write_content(&mut stream, &partial, info.size_bytes).await {
+                // Nothing half-downloaded is left behind: it would be personal data on disk.
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(err);
+            }
+            tokio::fs::rename(&partial, &output)
+                .await
+                .with_context(|| format!("move the download to {}", output.display()))?;
             if json {
-                let mut described = document_json(&info);
+                let mut described = info_json(&info);
                 described["path"] = output.display().to_string().into();
                 emit(described)?;
             } else {
-                emit(format_args!("wrote {} bytes to {} ({})", written, output.display(), info.document_token))?;
+                emit(format_args!(
+                    "wrote {} bytes to {} ({})",
+                    info.size_bytes,
+                    output.display(),
+                    info.document_token
+                ))?;
             }
         }
     }
