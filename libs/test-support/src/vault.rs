@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use qupia_api::keys::v1::key_admin_service_client::KeyAdminServiceClient;
 use qupia_api::vault::v1::vault_service_client::VaultServiceClient;
 use qupia_transport::{ServiceIdentity, TlsFiles, TlsMode};
-use qupia_vault::{Config, Limits};
+use qupia_vault::{Config, KeyLifecycleOptions, Limits};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
@@ -19,6 +20,12 @@ pub struct VaultHarness {
     pub db: TestDb,
     pub pki: std::sync::Arc<TestPki>,
     pub keyring_path: PathBuf,
+    /// The erasure ledger's own database on PostgreSQL; on SQLite the ledger is the
+    /// vault's default file beside the keyring ([`VaultHarness::ledger_sqlite_path`]).
+    pub ledger_db: Option<TestDb>,
+    /// Rates, batch size and alarm threshold of key administration.
+    pub key_lifecycle: KeyLifecycleOptions,
+    limits: Limits,
     /// The ops server's address once it listens.
     ops: qupia_ops::BoundAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -74,7 +81,25 @@ impl VaultHarness {
 
     /// Starts a vault whose certificates come from `pki` (shared with other services).
     pub async fn start_in(backend: Backend, limits: Limits, pki: std::sync::Arc<TestPki>) -> VaultHarness {
+        Self::start_full(backend, limits, KeyLifecycleOptions::default(), pki).await
+    }
+
+    /// Starts a vault with the key-administration options given.
+    pub async fn start_with_key_options(backend: Backend, key_lifecycle: KeyLifecycleOptions) -> VaultHarness {
+        Self::start_full(backend, Limits::default(), key_lifecycle, std::sync::Arc::new(TestPki::new())).await
+    }
+
+    async fn start_full(
+        backend: Backend,
+        limits: Limits,
+        key_lifecycle: KeyLifecycleOptions,
+        pki: std::sync::Arc<TestPki>,
+    ) -> VaultHarness {
         let db = TestDb::create(backend, "vault").await;
+        let ledger_db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestDb::create(backend, "ledger").await),
+        };
         let dir = tempfile::tempdir().expect("temp dir");
         let keyring_path = dir.path().join("keyring.json");
         let mut harness = VaultHarness {
@@ -82,16 +107,31 @@ impl VaultHarness {
             db,
             pki,
             keyring_path,
+            ledger_db,
+            key_lifecycle,
+            limits,
             ops: qupia_ops::BoundAddr::default(),
             stop: None,
             task: None,
             _dir: dir,
         };
-        harness.limits_start(limits).await;
+        harness.launch().await;
         harness
     }
 
-    async fn limits_start(&mut self, limits: Limits) {
+    /// Starts the vault again on the same database, keyring and ledger (after `stop`).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch().await;
+    }
+
+    /// The erasure ledger's file on SQLite.
+    pub fn ledger_sqlite_path(&self) -> PathBuf {
+        self.keyring_path.with_file_name("erasure-ledger.db")
+    }
+
+    async fn launch(&mut self) {
+        let limits = self.limits;
         let config = Config {
             database_url: self.db.url.clone(),
             max_connections: 8,
@@ -100,6 +140,8 @@ impl VaultHarness {
             trusted_callers: vec![ServiceIdentity::for_service("default", "gateway")],
             limits,
             ops: qupia_ops::OpsOptions::ephemeral(),
+            erasure_ledger_url: self.ledger_db.as_ref().map(|db| db.url.clone()),
+            key_lifecycle: self.key_lifecycle.clone(),
         };
         self.ops = config.ops.bound.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -142,6 +184,12 @@ impl VaultHarness {
     pub async fn client_as(&self, service: &str) -> VaultServiceClient<Channel> {
         let files = self.pki.service(service);
         VaultServiceClient::new(connect(self.addr, &files, "vault").await.expect("connect to the vault"))
+    }
+
+    /// A key-administration client holding a certificate for `service`.
+    pub async fn keys_as(&self, service: &str) -> KeyAdminServiceClient<Channel> {
+        let files = self.pki.service(service);
+        KeyAdminServiceClient::new(connect(self.addr, &files, "vault").await.expect("connect to the vault"))
     }
 
     /// A client with the gateway's identity: the one the vault trusts.

@@ -11,14 +11,19 @@
 
 mod audit_api;
 mod config;
+pub mod erasure_ledger;
 mod error;
 mod grpc;
+mod key_admin;
+mod key_api;
+mod key_jobs;
+pub mod key_store;
 pub mod model;
 mod server;
 pub mod store;
 mod vault;
 
-pub use config::{Config, Limits};
+pub use config::{Config, KeyLifecycleOptions, Limits};
 pub use error::Error;
 pub use server::{ServeError, serve};
 pub use vault::Vault;
