@@ -7,6 +7,7 @@ use qupia_api::audit::v1::audit_service_client::AuditServiceClient;
 use qupia_api::gateway::v1::consent_service_client::ConsentServiceClient;
 use qupia_api::gateway::v1::gateway_service_client::GatewayServiceClient;
 use qupia_api::gateway::v1::policy_service_client::PolicyServiceClient;
+use qupia_api::keys::v1::key_admin_service_client::KeyAdminServiceClient;
 use qupia_transport::TlsMode;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -119,6 +120,10 @@ impl Suite {
 
     pub async fn audit_as(&self, service: &str) -> AuditServiceClient<Channel> {
         AuditServiceClient::new(self.channel_as(service).await)
+    }
+
+    pub async fn keys_as(&self, service: &str) -> KeyAdminServiceClient<Channel> {
+        KeyAdminServiceClient::new(self.channel_as(service).await)
     }
 
     /// Stops the gateway and the vault, draining both.

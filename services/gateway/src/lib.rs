@@ -17,6 +17,7 @@ mod consent_api;
 mod enforce;
 mod error;
 mod gateway_api;
+mod key_proxy;
 mod model;
 mod policy_api;
 mod rate_limit;
