@@ -51,10 +51,7 @@ async fn only_security(backend: Backend) {
 }
 
 /// Follows a progress stream to its end; returns the last message's progress.
-async fn last_progress<T>(
-    mut stream: tonic::Streaming<T>,
-    progress: impl Fn(T) -> Option<JobProgress>,
-) -> JobProgress {
+async fn last_progress<T>(mut stream: tonic::Streaming<T>, progress: impl Fn(T) -> Option<JobProgress>) -> JobProgress {
     let mut last = None;
     while let Some(message) = stream.message().await.expect("progress") {
         last = progress(message);

@@ -100,13 +100,12 @@ impl ErasureLedger {
 
     /// Up to `limit` entries after `after_seq`, oldest first.
     pub async fn entries_after(&self, after_seq: i64, limit: i64) -> Result<Vec<LedgerEntry>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT seq, person_id, requested_by FROM erasure_ledger WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after_seq)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT seq, person_id, requested_by FROM erasure_ledger WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(after_seq)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
             .map(|row| {
                 let id: Vec<u8> = row.try_get("person_id")?;

@@ -366,10 +366,16 @@ impl KeyAdmin {
             .collect();
         for (version, count) in &deks {
             if !keks.iter().any(|k| k.version == *version) {
-                keks.push(KekStatus { version: *version, state: None, wrapped_deks: *count, encryptions: 0, alarm: false });
+                keks.push(KekStatus {
+                    version: *version,
+                    state: None,
+                    wrapped_deks: *count,
+                    encryptions: 0,
+                    alarm: false,
+                });
             }
         }
-        keks.sort_by(|a, b| b.version.cmp(&a.version));
+        keks.sort_by_key(|k| std::cmp::Reverse(k.version));
         let min = self.inner.lifecycle.min_decrypt_version();
         let deks_below_min = deks.range(..min).map(|(_, n)| n).sum();
         let entries = store.index_entries_per_version().await?;
@@ -466,9 +472,8 @@ impl KeyAdmin {
         let _gate = self.inner.lifecycle.write_gate.write().await;
         let depending = self.inner.store.deks_under(version).await?;
         if depending > 0 {
-            let reason = format!(
-                "{depending} data keys still depend on kek version {version}: rewrap them before retiring it"
-            );
+            let reason =
+                format!("{depending} data keys still depend on kek version {version}: rewrap them before retiring it");
             return Err(self.refuse(requester, Operation::KeyRetire, reason).await);
         }
         self.record(key_entry(
@@ -527,9 +532,8 @@ impl KeyAdmin {
         let _admin = self.inner.admin.lock().await;
         let versions: Vec<u32> = self.inner.keys.blind_index_keys().iter().map(|k| k.version()).collect();
         if let Some(old) = versions.get(1) {
-            let reason = format!(
-                "blind-index key version {old} is still in use: reindex and remove it before rotating again"
-            );
+            let reason =
+                format!("blind-index key version {old} is still in use: reindex and remove it before rotating again");
             return Err(self.refuse(requester, Operation::IndexKeyRotate, reason).await);
         }
         let previous = versions.first().copied().unwrap_or(0);

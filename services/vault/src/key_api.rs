@@ -78,21 +78,21 @@ fn follow<T: Send + 'static>(
     let stream = futures::stream::unfold((receiver, false), move |(mut receiver, finished)| {
         let mut stopping = stopping.clone();
         async move {
-        if finished {
-            return None;
-        }
-        let job = receiver.borrow_and_update().clone()?;
-        let done = !job.running;
-        let item = Ok(wrap(job_to_proto(&job)));
-        if done {
-            return Some((item, (receiver, true)));
-        }
-        // Wait for the next change before the next item.
-        let ended = tokio::select! {
-            changed = receiver.changed() => changed.is_err(),
-            _ = stopping.wait_for(|stop| *stop) => true,
-        };
-        Some((item, (receiver, ended)))
+            if finished {
+                return None;
+            }
+            let job = receiver.borrow_and_update().clone()?;
+            let done = !job.running;
+            let item = Ok(wrap(job_to_proto(&job)));
+            if done {
+                return Some((item, (receiver, true)));
+            }
+            // Wait for the next change before the next item.
+            let ended = tokio::select! {
+                changed = receiver.changed() => changed.is_err(),
+                _ = stopping.wait_for(|stop| *stop) => true,
+            };
+            Some((item, (receiver, ended)))
         }
     });
     Box::pin(stream)
@@ -148,7 +148,9 @@ impl KeyAdminService for KeyApi {
         let requester = requester(&request, &request.get_ref().requester)?;
         let rate = request.get_ref().rate_per_second;
         let receiver = self.admin.start_or_join(JobKind::Rewrap, &requester, rate).await?;
-        Ok(Response::new(follow(receiver, self.admin.stopping(), |progress| proto::RewrapResponse { progress: Some(progress) })))
+        Ok(Response::new(follow(receiver, self.admin.stopping(), |progress| proto::RewrapResponse {
+            progress: Some(progress),
+        })))
     }
 
     async fn set_min_decrypt_version(
@@ -194,7 +196,9 @@ impl KeyAdminService for KeyApi {
         let requester = requester(&request, &request.get_ref().requester)?;
         let rate = request.get_ref().rate_per_second;
         let receiver = self.admin.start_or_join(JobKind::Reindex, &requester, rate).await?;
-        Ok(Response::new(follow(receiver, self.admin.stopping(), |progress| proto::ReindexResponse { progress: Some(progress) })))
+        Ok(Response::new(follow(receiver, self.admin.stopping(), |progress| proto::ReindexResponse {
+            progress: Some(progress),
+        })))
     }
 
     async fn remove_index_key(

@@ -128,7 +128,8 @@ const NEEDS_REINDEX: &str = "EXISTS (SELECT 1 FROM blind_index b WHERE b.person_
 impl Store {
     /// The minimum decryption version; 0 when none is set.
     pub async fn min_decrypt_version(&self) -> Result<u32, sqlx::Error> {
-        let row = sqlx::query("SELECT min_decrypt_version FROM key_settings WHERE id = 1").fetch_one(self.pool()).await?;
+        let row =
+            sqlx::query("SELECT min_decrypt_version FROM key_settings WHERE id = 1").fetch_one(self.pool()).await?;
         u32_of(row.try_get("min_decrypt_version")?)
     }
 
@@ -196,9 +197,7 @@ impl Store {
     /// The encryptions counted per KEK version.
     pub async fn encryptions(&self) -> Result<BTreeMap<u32, u64>, sqlx::Error> {
         let rows = sqlx::query("SELECT kek_version, encryptions FROM kek_encryptions").fetch_all(self.pool()).await?;
-        rows.iter()
-            .map(|row| Ok((u32_of(row.try_get("kek_version")?)?, u64_of(row.try_get("encryptions")?))))
-            .collect()
+        rows.iter().map(|row| Ok((u32_of(row.try_get("kek_version")?)?, u64_of(row.try_get("encryptions")?)))).collect()
     }
 
     /// Adds counted encryptions, one transaction for all versions.
@@ -448,7 +447,10 @@ impl Store {
 
     /// How far the erasure ledger has been applied to this database.
     pub async fn erasure_replay_seq(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query("SELECT ledger_seq FROM erasure_replay WHERE id = 1").fetch_one(self.pool()).await?.try_get("ledger_seq")
+        sqlx::query("SELECT ledger_seq FROM erasure_replay WHERE id = 1")
+            .fetch_one(self.pool())
+            .await?
+            .try_get("ledger_seq")
     }
 
     /// Erases the ledgered people still present, records `audit_for` of each erased one

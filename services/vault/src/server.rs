@@ -67,8 +67,7 @@ pub async fn serve(
         config.key_lifecycle.encryption_alarm_threshold,
         metrics.clone(),
     );
-    let key_lifecycle =
-        Arc::new(KeyLifecycle::new(store.min_decrypt_version().await.map_err(Error::from)?, counter));
+    let key_lifecycle = Arc::new(KeyLifecycle::new(store.min_decrypt_version().await.map_err(Error::from)?, counter));
     let key_admin = KeyAdmin::new(
         Arc::clone(&keyring),
         store.clone(),
@@ -159,11 +158,7 @@ pub async fn serve(
 }
 
 /// Adds the counted encryptions to the database every flush interval.
-fn spawn_counter_flush(
-    store: Store,
-    lifecycle: Arc<KeyLifecycle>,
-    config: &Config,
-) -> tokio::task::JoinHandle<()> {
+fn spawn_counter_flush(store: Store, lifecycle: Arc<KeyLifecycle>, config: &Config) -> tokio::task::JoinHandle<()> {
     let every = config.key_lifecycle.encryption_flush_interval.max(std::time::Duration::from_millis(100));
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);

@@ -479,7 +479,11 @@ impl Vault {
             return Ok(0);
         }
         if erased > 0 {
-            tracing::warn!(erased, examined, "re-applied erasures from the erasure ledger: the database was older than them");
+            tracing::warn!(
+                erased,
+                examined,
+                "re-applied erasures from the erasure ledger: the database was older than them"
+            );
         } else {
             tracing::info!(examined, "erasure ledger replayed: nothing to re-apply");
         }

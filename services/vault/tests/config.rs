@@ -89,7 +89,10 @@ fn key_settings_are_shown_and_the_ledger_password_is_masked() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     assert!(!stdout.contains("l3dger-pw"), "{stdout}");
-    assert!(stdout.contains("erasure_ledger_url = \"postgres://ledger:***@ledger.internal:5432/erasures\"  # flag"), "{stdout}");
+    assert!(
+        stdout.contains("erasure_ledger_url = \"postgres://ledger:***@ledger.internal:5432/erasures\"  # flag"),
+        "{stdout}"
+    );
     assert!(stdout.contains("rewrap_rate = 900  # flag"), "{stdout}");
     assert!(stdout.contains("kek_encryption_alarm = 1000  # environment QUPIA_VAULT_KEK_ENCRYPTION_ALARM"), "{stdout}");
 }

@@ -181,7 +181,7 @@ async fn rewrap_resumes(backend: Backend) {
             break;
         }
     }
-    assert!(seen >= 20 && seen < 60, "killed half-way, at {seen}");
+    assert!((20..60).contains(&seen), "killed half-way, at {seen}");
 
     // SIGKILL in the middle of the job.
     process.0.kill().expect("kill -9");
@@ -190,7 +190,8 @@ async fn rewrap_resumes(backend: Backend) {
 
     let _process = spawn_with(&db, &pki, &keyring, port, &slow);
     let mut keys = keys_client(&pki, port).await;
-    let status = keys.get_key_status(GetKeyStatusRequest { requester: String::new() }).await.expect("status").into_inner();
+    let status =
+        keys.get_key_status(GetKeyStatusRequest { requester: String::new() }).await.expect("status").into_inner();
     let job = status.jobs.iter().find(|j| j.kind == JobKind::Rewrap as i32).expect("the rewrap job is known");
     assert!(job.done >= seen, "resumed at {} after {seen} were done: progress does not restart from 0", job.done);
     let mut stream = keys
@@ -209,7 +210,8 @@ async fn rewrap_resumes(backend: Backend) {
     let last = last.expect("progress");
     assert_eq!(last.state, JobState::Finished as i32);
     assert_eq!((last.done, last.total, last.target_version), (60, 60, 2), "every data key moved exactly once");
-    let status = keys.get_key_status(GetKeyStatusRequest { requester: String::new() }).await.expect("status").into_inner();
+    let status =
+        keys.get_key_status(GetKeyStatusRequest { requester: String::new() }).await.expect("status").into_inner();
     let v1 = status.kek_versions.iter().find(|k| k.version == 1).expect("version 1");
     assert_eq!(v1.wrapped_deks, 0);
 

@@ -73,7 +73,7 @@ async fn status(admin: &mut KeyAdminServiceClient<Channel>) -> keys::GetKeyStatu
         .into_inner()
 }
 
-fn kek<'a>(status: &'a keys::GetKeyStatusResponse, version: u32) -> Option<&'a keys::KekVersion> {
+fn kek(status: &keys::GetKeyStatusResponse, version: u32) -> Option<&keys::KekVersion> {
     status.kek_versions.iter().find(|k| k.version == version)
 }
 
@@ -144,10 +144,8 @@ async fn rotation_under_load(backend: Backend) {
                     Ok(token) => {
                         ok &= reveal(&mut client, &token).await.ok() == Some((person(i).email, person(i).phone));
                         if round % 10 == 0 {
-                            ok &= client
-                                .erase(EraseRequest { person_token: token.clone(), access: None })
-                                .await
-                                .is_ok();
+                            ok &=
+                                client.erase(EraseRequest { person_token: token.clone(), access: None }).await.is_ok();
                             ok &= reveal(&mut client, &token).await.map_err(|s| s.code()) == Err(Code::NotFound);
                         }
                     }
@@ -224,7 +222,10 @@ async fn minimum_decryption_version(backend: Backend) {
         .await
         .expect_err("rectifying needs the data key too");
     assert_eq!(rectify.code(), Code::FailedPrecondition);
-    assert_eq!(reveal(&mut client, &new).await.expect("a data key under version 2"), (person(2).email, person(2).phone));
+    assert_eq!(
+        reveal(&mut client, &new).await.expect("a data key under version 2"),
+        (person(2).email, person(2).phone)
+    );
     // Lookups decrypt nothing: they still find the person.
     assert_eq!(lookup(&mut client, lookup_request::Key::Email(person(1).email)).await, vec![old.clone()]);
 
@@ -357,7 +358,11 @@ async fn index_rotation(backend: Backend) {
     let status = status(&mut admin).await;
     assert_eq!(status.index_key_versions.len(), 1);
     assert_eq!(
-        (status.index_key_versions[0].version, status.index_key_versions[0].current, status.index_key_versions[0].entries),
+        (
+            status.index_key_versions[0].version,
+            status.index_key_versions[0].current,
+            status.index_key_versions[0].entries
+        ),
         (2, true, 34)
     );
     let moved = moved.expect("rectified during the reindex");

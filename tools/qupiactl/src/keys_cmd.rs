@@ -147,7 +147,8 @@ async fn follow<T>(
     unit: &str,
     json: bool,
 ) -> anyhow::Result<JobProgress> {
-    let bar = if json { ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()) } else { ProgressBar::new(0) };
+    let bar =
+        if json { ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()) } else { ProgressBar::new(0) };
     let template = format!("{{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  eta {{eta}}");
     bar.set_style(ProgressStyle::with_template(&template).context("progress bar template")?);
     let mut last = None;
@@ -184,8 +185,7 @@ pub async fn run(command: KeysCommand, channel: Channel, json: bool) -> anyhow::
     let requester = String::new;
     match command {
         KeysCommand::Status { check } => {
-            let response =
-                keys.get_key_status(GetKeyStatusRequest { requester: requester() }).await.map_err(status)?;
+            let response = keys.get_key_status(GetKeyStatusRequest { requester: requester() }).await.map_err(status)?;
             let response = response.into_inner();
             print_status(&response, json)?;
             return Ok(!(check && response.encryption_alarm));
@@ -194,7 +194,9 @@ pub async fn run(command: KeysCommand, channel: Channel, json: bool) -> anyhow::
             let rotated = keys.rotate_kek(RotateKekRequest { requester: requester() }).await.map_err(status)?;
             let rotated = rotated.into_inner();
             if json {
-                emit(serde_json::json!({"active_version": rotated.active_version, "previous_version": rotated.previous_version}))?;
+                emit(
+                    serde_json::json!({"active_version": rotated.active_version, "previous_version": rotated.previous_version}),
+                )?;
             } else {
                 emit(format_args!(
                     "kek version {} is active; version {} is decrypt-only until rewrapped",
@@ -212,7 +214,9 @@ pub async fn run(command: KeysCommand, channel: Channel, json: bool) -> anyhow::
             let request = SetMinDecryptVersionRequest { requester: requester(), version };
             let set = keys.set_min_decrypt_version(request).await.map_err(status)?.into_inner();
             if json {
-                emit(serde_json::json!({"min_decrypt_version": set.min_decrypt_version, "deks_below": set.deks_below}))?;
+                emit(
+                    serde_json::json!({"min_decrypt_version": set.min_decrypt_version, "deks_below": set.deks_below}),
+                )?;
             } else {
                 emit(format_args!(
                     "minimum decryption version {}: {} data keys are refused until rewrapped",
@@ -264,5 +268,9 @@ pub async fn run(command: KeysCommand, channel: Channel, json: bool) -> anyhow::
 }
 
 fn done(json: bool, what: &str, version: u32) -> anyhow::Result<()> {
-    if json { emit(serde_json::json!({"version": version, "state": what})) } else { emit(format_args!("kek version {version} {what}")) }
+    if json {
+        emit(serde_json::json!({"version": version, "state": what}))
+    } else {
+        emit(format_args!("kek version {version} {what}"))
+    }
 }

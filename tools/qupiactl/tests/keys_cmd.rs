@@ -37,7 +37,10 @@ async fn keys_commands(backend: Backend) {
     assert_eq!(rewrap.status.code(), Some(0), "{rewrap:?}");
     let last: serde_json::Value =
         serde_json::from_str(stdout(&rewrap).lines().last().expect("a progress line")).expect("json");
-    assert_eq!((last["job"].as_str(), last["state"].as_str(), last["target_version"].as_u64()), (Some("rewrap"), Some("finished"), Some(2)));
+    assert_eq!(
+        (last["job"].as_str(), last["state"].as_str(), last["target_version"].as_u64()),
+        (Some("rewrap"), Some("finished"), Some(2))
+    );
 
     let destroy = qupiactl(&suite, "qupiactl", &["keys", "destroy", "1"]).await;
     assert_eq!(destroy.status.code(), Some(2), "destroy needs --yes");
