@@ -317,6 +317,8 @@ impl Vault {
             }
         }
         .ok_or(Error::NotFound("token"))?;
+        // Refused before the access-log entry, so the entry says it was not revealed.
+        self.check_min_decrypt_version(&record)?;
         let wanted: Vec<Field> = match token.kind() {
             TokenKind::Field => {
                 let own = record
@@ -348,15 +350,20 @@ impl Vault {
         Ok(Revealed { person_token: self.encode(TokenKind::Person, record.person_id), values })
     }
 
-    /// Unwraps a person's data key for a request. A key under a KEK version below the
-    /// minimum decryption version is refused until the rewrap job moves it.
-    fn unwrap_dek(&self, record: &PersonRecord) -> Result<DataKey, Error> {
+    fn check_min_decrypt_version(&self, record: &PersonRecord) -> Result<(), Error> {
         if record.key.kek_version < self.lifecycle.min_decrypt_version() {
             return Err(Error::FailedPrecondition(
                 "the person's data key is under a key-encryption-key version below the minimum decryption \
                  version; it can be read again once it is rewrapped",
             ));
         }
+        Ok(())
+    }
+
+    /// Unwraps a person's data key for a request. A key under a KEK version below the
+    /// minimum decryption version is refused until the rewrap job moves it.
+    fn unwrap_dek(&self, record: &PersonRecord) -> Result<DataKey, Error> {
+        self.check_min_decrypt_version(record)?;
         let wrapped = WrappedKey { kek_version: record.key.kek_version, bytes: record.key.dek_wrapped.clone() };
         Ok(self.kek().unwrap(&wrapped, &record.person_id)?)
     }

@@ -226,6 +226,20 @@ async fn minimum_decryption_version(backend: Backend) {
         reveal(&mut client, &new).await.expect("a data key under version 2"),
         (person(2).email, person(2).phone)
     );
+    // The refusal is in the access log as such, not as a reveal.
+    let mut audit = AuditServiceClient::new(connect(vault.addr, &vault.pki.service("gateway"), "vault").await.unwrap());
+    let entries = audit
+        .query_audit(QueryAuditRequest {
+            filter: Some(AuditFilter { person_token: old.clone(), operation: "reveal".into(), ..Default::default() }),
+            after_seq: 0,
+            limit: 10,
+        })
+        .await
+        .expect("query")
+        .into_inner()
+        .entries;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].reason, "not revealed: failed_precondition");
     // Lookups decrypt nothing: they still find the person.
     assert_eq!(lookup(&mut client, lookup_request::Key::Email(person(1).email)).await, vec![old.clone()]);
 
