@@ -49,6 +49,11 @@ struct VersionLabels {
     version: u32,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: &'static str,
+}
+
 /// How the gateway's enforcement point decided one reveal or lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecisionResult {
@@ -92,6 +97,7 @@ struct Inner {
     audit_write: Histogram,
     dek_cache: Family<ResultLabels, Counter>,
     key_versions: Family<StateLabels, Gauge>,
+    key_provider: Family<ProviderLabels, Gauge>,
     rewrap_progress: Gauge<f64, AtomicU64>,
     reindex_progress: Gauge<f64, AtomicU64>,
     kek_encryptions: Family<VersionLabels, Gauge>,
@@ -138,6 +144,12 @@ impl Metrics {
         registry.register("qupia_dek_cache", "Data-key cache lookups, by hit or miss", dek_cache.clone());
         let key_versions = Family::<StateLabels, Gauge>::default();
         registry.register("qupia_key_versions", "Key-encryption-key versions, by state", key_versions.clone());
+        let key_provider = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "qupia_key_provider",
+            "The key provider in use (keyring-file or pkcs11): 1 on its label",
+            key_provider.clone(),
+        );
         let rewrap_progress = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "qupia_rewrap_progress_ratio",
@@ -179,6 +191,7 @@ impl Metrics {
                 audit_write,
                 dek_cache,
                 key_versions,
+                key_provider,
                 rewrap_progress,
                 reindex_progress,
                 kek_encryptions,
@@ -227,6 +240,12 @@ impl Metrics {
         for state in states {
             self.inner.key_versions.get_or_create(&StateLabels { state }).inc();
         }
+    }
+
+    /// Names the key provider in use (`KeyProvider::name`).
+    pub fn set_key_provider(&self, provider: &'static str) {
+        self.inner.key_provider.clear();
+        self.inner.key_provider.get_or_create(&ProviderLabels { provider }).set(1);
     }
 
     /// Sets the rewrap progress, from 0 to 1.
@@ -290,6 +309,8 @@ mod tests {
         metrics.set_reindex_progress(0.25);
         metrics.set_kek_encryptions(2, 17);
         metrics.set_kek_encryption_alarm(2, true);
+        metrics.set_key_provider("keyring-file");
+        metrics.set_key_provider("pkcs11");
         metrics.record_call("qupia.vault.v1.VaultService", "Tokenize", "OK", Duration::from_millis(2));
         let text = metrics.render();
         for expected in [
@@ -301,11 +322,13 @@ mod tests {
             "qupia_reindex_progress_ratio 0.25",
             "qupia_kek_encryptions{version=\"2\"} 17",
             "qupia_kek_encryption_alarm{version=\"2\"} 1",
+            "qupia_key_provider{provider=\"pkcs11\"} 1",
             "grpc_server_requests_total{service=\"qupia.vault.v1.VaultService\",method=\"Tokenize\",code=\"OK\"} 1",
             "grpc_server_request_duration_seconds_count{service=\"qupia.vault.v1.VaultService\",method=\"Tokenize\"} 1",
             "# TYPE qupia_db_pool_max gauge",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
+        assert!(!text.contains("provider=\"keyring-file\""), "only the provider in use is named:\n{text}");
     }
 }

@@ -1,7 +1,9 @@
 //! The vault's configuration.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use qupia_crypto::Pkcs11Options;
 use qupia_transport::{ServiceIdentity, TlsMode};
 
 pub use crate::key_admin::KeyLifecycleOptions;
@@ -29,8 +31,8 @@ pub struct Config {
     pub database_url: String,
     /// Connections in the PostgreSQL pool (SQLite always uses one).
     pub max_connections: u32,
-    /// The keyring file: created, mode 0600, if it does not exist.
-    pub keyring_path: PathBuf,
+    /// Where the keys are: the keyring file or a PKCS#11 token.
+    pub keys: KeyProviderConfig,
     pub tls: TlsMode,
     /// The identities allowed to call the vault: the gateway's.
     pub trusted_callers: Vec<ServiceIdentity>,
@@ -46,19 +48,61 @@ pub struct Config {
 }
 
 impl Config {
-    /// The erasure ledger's URL: the configured one, or `erasure-ledger.db` beside the keyring.
-    pub fn erasure_ledger_url(&self) -> String {
-        match &self.erasure_ledger_url {
-            Some(url) => url.clone(),
+    /// The erasure ledger's URL: the configured one; or, in development, a SQLite file
+    /// `erasure-ledger.db` beside the keyring file, or beside a SQLite vault database
+    /// when the keys are in a PKCS#11 token. `None` when there is no such place (a
+    /// PKCS#11 token and PostgreSQL): the URL must then be configured.
+    pub fn erasure_ledger_url(&self) -> Option<String> {
+        if let Some(url) = &self.erasure_ledger_url {
+            return Some(url.clone());
+        }
+        let beside = match self.keys.keyring_path() {
+            Some(keyring) => keyring.to_owned(),
             None => {
-                let dir = self.keyring_path.parent().filter(|d| !d.as_os_str().is_empty());
-                let path = dir.map_or_else(
-                    || PathBuf::from(crate::erasure_ledger::DEFAULT_FILE_NAME),
-                    |d| d.join(crate::erasure_ledger::DEFAULT_FILE_NAME),
-                );
-                let path = std::path::absolute(&path).unwrap_or(path);
-                format!("sqlite://{}?mode=rwc", path.display())
+                let file = self.database_url.strip_prefix("sqlite://")?;
+                PathBuf::from(file.split('?').next().unwrap_or(file))
             }
+        };
+        let dir = beside.parent().filter(|d| !d.as_os_str().is_empty());
+        let path = dir.map_or_else(
+            || PathBuf::from(crate::erasure_ledger::DEFAULT_FILE_NAME),
+            |d| d.join(crate::erasure_ledger::DEFAULT_FILE_NAME),
+        );
+        let path = std::path::absolute(&path).unwrap_or(path);
+        Some(format!("sqlite://{}?mode=rwc", path.display()))
+    }
+}
+
+/// Where the vault's keys are.
+#[derive(Debug, Clone)]
+pub enum KeyProviderConfig {
+    /// The keyring file (`keyring`): created, mode 0600, if it does not exist.
+    Keyring { path: PathBuf },
+    /// A PKCS#11 token (`pkcs11_module`, `pkcs11_token_label`, the PIN from
+    /// `pkcs11_pin_file`, `pkcs11_key_label_prefix`): the KEKs never leave it. Start-up
+    /// waits up to `wait` for the token to be present, as it waits for the database.
+    Pkcs11 { options: Pkcs11Options, wait: Duration },
+}
+
+impl KeyProviderConfig {
+    /// The keyring file at `path`.
+    pub fn keyring(path: impl Into<PathBuf>) -> KeyProviderConfig {
+        KeyProviderConfig::Keyring { path: path.into() }
+    }
+
+    /// The keyring file, when the keys are in one.
+    pub fn keyring_path(&self) -> Option<&std::path::Path> {
+        match self {
+            KeyProviderConfig::Keyring { path } => Some(path),
+            KeyProviderConfig::Pkcs11 { .. } => None,
+        }
+    }
+
+    /// The provider's name as in `QUPIA_VAULT_KEY_PROVIDER`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KeyProviderConfig::Keyring { .. } => "keyring",
+            KeyProviderConfig::Pkcs11 { .. } => "pkcs11",
         }
     }
 }

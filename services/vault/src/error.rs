@@ -75,7 +75,10 @@ impl Error {
                 qupia_crypto::Error::UnknownKeyVersion(_) | qupia_crypto::Error::KeyVersionNotUsable { .. } => {
                     Code::FailedPrecondition
                 }
-                qupia_crypto::Error::Keyring(_) | qupia_crypto::Error::Malformed(_) => Code::Internal,
+                qupia_crypto::Error::Unavailable(_) => Code::Unavailable,
+                qupia_crypto::Error::Keyring(_)
+                | qupia_crypto::Error::Pkcs11(_)
+                | qupia_crypto::Error::Malformed(_) => Code::Internal,
             },
             // Whatever went wrong, the ledger may become writable again: retry later.
             Error::ErasureLedger(_) => Code::Unavailable,
@@ -98,6 +101,10 @@ impl Error {
             Code::Unavailable if matches!(self, Error::ErasureLedger(_)) => {
                 tracing::error!(error = %self, "erasure ledger write failed: refusing the erasure");
                 "the erasure ledger cannot be written; the person was not erased".to_owned()
+            }
+            Code::Unavailable if matches!(self, Error::Keys(_)) => {
+                tracing::warn!(error = %self, "key provider unavailable");
+                "the key provider is unavailable; try again".to_owned()
             }
             Code::Unavailable => {
                 tracing::warn!(error = %self, "storage unavailable");

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use qupia_audit::{NewEntry, Operation, Outcome};
-use qupia_crypto::{BlindIndexKey, DataKey, KeyProvider, KeyState, WrappedKey, slot_aad};
+use qupia_crypto::{BlindIndexKey, DataKey, KeyState, WrappedKey, slot_aad};
 use qupia_domain::{Email, Field};
 use tokio::sync::{RwLock, watch};
 
@@ -28,8 +28,8 @@ use crate::key_jobs::Jobs;
 use crate::key_store::{DekRow, JobKind, JobRecord, ReindexEntry, ReindexRow, Rewrapped};
 use crate::store::Store;
 
-/// The key provider as the vault holds it.
-pub type Keys = qupia_crypto::Keyring;
+/// The key store as the vault holds it: the keyring file or a PKCS#11 token.
+pub type Keys = dyn qupia_crypto::KeyStore;
 
 /// The tunables of key administration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,7 +311,7 @@ impl KeyAdmin {
         edit: impl FnOnce(&Keys) -> Result<T, qupia_crypto::Error> + Send + 'static,
     ) -> Result<T, Error> {
         let keys = Arc::clone(&self.inner.keys);
-        let outcome = tokio::task::spawn_blocking(move || edit(&keys))
+        let outcome = tokio::task::spawn_blocking(move || edit(keys.as_ref()))
             .await
             .map_err(|_| Error::Keys(qupia_crypto::Error::Keyring("the key change did not complete".into())))?;
         self.publish_key_versions();

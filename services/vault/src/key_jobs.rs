@@ -297,6 +297,9 @@ impl KeyAdmin {
     /// The cursor reached the end: go round again for rows left behind, or finish.
     async fn end_pass(&self, job: &mut JobRecord, progressed_in_pass: &mut bool) -> Result<Step, Error> {
         let target = job.target_version;
+        // Let every write still holding a key snapshot from before the rotation commit,
+        // so that the count below sees what it wrapped or indexed under an old version.
+        drop(self.inner.lifecycle.write_gate.write().await);
         let remaining = match job.kind {
             JobKind::Rewrap => self.store().deks_not_under(target).await?,
             JobKind::Reindex => self.store().reindex_work(2, target).await?,

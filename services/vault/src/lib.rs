@@ -23,7 +23,7 @@ mod server;
 pub mod store;
 mod vault;
 
-pub use config::{Config, KeyLifecycleOptions, Limits};
+pub use config::{Config, KeyLifecycleOptions, KeyProviderConfig, Limits};
 pub use error::Error;
 pub use server::{ServeError, serve};
 pub use vault::Vault;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use qupia_api::audit::v1::audit_service_server::AuditServiceServer;
 use qupia_api::keys::v1::key_admin_service_server::KeyAdminServiceServer;
 use qupia_api::vault::v1::vault_service_server::VaultServiceServer;
-use qupia_crypto::Keyring;
+use qupia_crypto::{KeyStore, Keyring, Pkcs11KeyStore};
+use qupia_ops::{Attempt, WaitError};
 use qupia_transport::{Admission, TlsMode};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -19,17 +20,22 @@ use crate::key_admin::{EncryptionCounter, KeyAdmin, KeyLifecycle};
 use crate::key_api::KeyApi;
 use crate::store::Store;
 use crate::vault::Vault;
-use crate::{Config, Error};
+use crate::{Config, Error, KeyProviderConfig};
 
 /// Why the vault could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("failed to open the keyring: {0}")]
-    Keyring(#[from] qupia_crypto::Error),
+    #[error("failed to open the {provider} key provider: {error}")]
+    Keys { provider: &'static str, error: WaitError<qupia_crypto::Error> },
     #[error("failed to open the database: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("failed to open the erasure ledger (erasure_ledger_url): {0}")]
     ErasureLedger(crate::store::StoreError),
+    #[error(
+        "erasure_ledger_url: required when the keys are in a PKCS#11 token and the vault database is \
+         PostgreSQL (a separate database, never restored with the vault's)"
+    )]
+    ErasureLedgerUrl,
     #[error("failed to set up TLS: {0}")]
     Tls(#[from] qupia_transport::Error),
     #[error("the gRPC server failed: {0}")]
@@ -54,14 +60,21 @@ pub async fn serve(
     if config.trusted_callers.is_empty() {
         return Err(ServeError::NoTrustedCallers);
     }
-    let keyring = Arc::new(Keyring::load_or_create(&config.keyring_path)?);
+    let keys =
+        open_keys(&config.keys).await.map_err(|error| ServeError::Keys { provider: config.keys.kind(), error })?;
     qupia_ops::wait_for_database(&config.database_url, config.ops.database_wait).await?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
-    tracing::info!(backend = ?store.backend(), kek_version = qupia_crypto::KeyProvider::current_version(keyring.as_ref()), "vault storage and keys ready");
+    tracing::info!(
+        backend = ?store.backend(),
+        key_provider = %keys.name(),
+        kek_version = keys.current_version(),
+        "vault storage and keys ready"
+    );
     let metrics = qupia_ops::Metrics::new();
     metrics.observe_pool(store.pool().clone());
-    let erasure_ledger =
-        ErasureLedger::connect(&config.erasure_ledger_url()).await.map_err(ServeError::ErasureLedger)?;
+    metrics.set_key_provider(keys.name());
+    let ledger_url = config.erasure_ledger_url().ok_or(ServeError::ErasureLedgerUrl)?;
+    let erasure_ledger = ErasureLedger::connect(&ledger_url).await.map_err(ServeError::ErasureLedger)?;
     let counter = EncryptionCounter::new(
         store.encryptions().await.map_err(Error::from)?,
         config.key_lifecycle.encryption_alarm_threshold,
@@ -69,13 +82,13 @@ pub async fn serve(
     );
     let key_lifecycle = Arc::new(KeyLifecycle::new(store.min_decrypt_version().await.map_err(Error::from)?, counter));
     let key_admin = KeyAdmin::new(
-        Arc::clone(&keyring),
+        Arc::clone(&keys),
         store.clone(),
         Arc::clone(&key_lifecycle),
         config.key_lifecycle.clone(),
         metrics.clone(),
     );
-    let vault = Vault::new(store.clone(), keyring)
+    let vault = Vault::new(store.clone(), keys)
         .with_metrics(metrics.clone())
         .with_key_lifecycle(Arc::clone(&key_lifecycle))
         .with_erasure_ledger(erasure_ledger.clone());
@@ -170,4 +183,35 @@ fn spawn_counter_flush(store: Store, lifecycle: Arc<KeyLifecycle>, config: &Conf
             }
         }
     })
+}
+
+/// Opens the configured key store. A PKCS#11 token that is not present yet is waited
+/// for, with the database's bounded retry; a wrong PIN or a missing module is reported at
+/// once (retrying a wrong PIN could lock the token).
+async fn open_keys(keys: &KeyProviderConfig) -> Result<Arc<dyn KeyStore>, WaitError<qupia_crypto::Error>> {
+    match keys {
+        KeyProviderConfig::Keyring { path } => {
+            let keyring = Keyring::load_or_create(path).map_err(WaitError::Failed)?;
+            Ok(Arc::new(keyring))
+        }
+        KeyProviderConfig::Pkcs11 { options, wait } => {
+            let what = format!("the PKCS#11 token '{}' (pkcs11_token_label)", options.token_label);
+            let store = qupia_ops::wait_until_ready(&what, *wait, || {
+                let options = options.clone();
+                async move {
+                    // PKCS#11 calls block; a network HSM may take a while to answer.
+                    match tokio::task::spawn_blocking(move || Pkcs11KeyStore::open(&options)).await {
+                        Ok(Ok(store)) => Attempt::Ready(store),
+                        Ok(Err(error @ qupia_crypto::Error::Unavailable(_))) => Attempt::NotYet(error),
+                        Ok(Err(error)) => Attempt::Failed(error),
+                        Err(panicked) => Attempt::Failed(qupia_crypto::Error::Pkcs11(format!(
+                            "opening the PKCS#11 token panicked: {panicked}"
+                        ))),
+                    }
+                }
+            })
+            .await?;
+            Ok(Arc::new(store))
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use qupia_crypto::{BlindIndexKey, DataKey, KeyProvider, Keyring, Token, TokenKind, WrappedKey, slot_aad};
+use qupia_crypto::{BlindIndexKey, DataKey, KeyProvider, KeyStore, Token, TokenKind, WrappedKey, slot_aad};
 use qupia_domain::Field;
 use qupia_transport::ServiceIdentity;
 use zeroize::Zeroizing;
@@ -93,7 +93,8 @@ pub struct Revealed {
 pub struct Vault {
     store: Store,
     ledger: AuditLedger,
-    keyring: Arc<Keyring>,
+    /// The keyring file or an HSM: the vault only ever sees the `KeyStore` interface.
+    keys: Arc<dyn KeyStore>,
     metrics: qupia_ops::Metrics,
     /// The minimum decryption version, the encryption counter and the write gate,
     /// shared with key administration.
@@ -103,11 +104,11 @@ pub struct Vault {
 }
 
 impl Vault {
-    pub fn new(store: Store, keyring: Arc<Keyring>) -> Vault {
+    pub fn new(store: Store, keys: Arc<dyn KeyStore>) -> Vault {
         Vault {
             ledger: store.audit_ledger(),
             store,
-            keyring,
+            keys,
             metrics: qupia_ops::Metrics::default(),
             lifecycle: Arc::default(),
             erasure_ledger: None,
@@ -124,6 +125,11 @@ impl Vault {
     pub fn with_erasure_ledger(mut self, ledger: ErasureLedger) -> Vault {
         self.erasure_ledger = Some(ledger);
         self
+    }
+
+    /// The key store, for key administration.
+    pub fn keys(&self) -> &Arc<dyn KeyStore> {
+        &self.keys
     }
 
     /// Reports audit-write times to `metrics`.
@@ -149,17 +155,17 @@ impl Vault {
     }
 
     fn kek(&self) -> &dyn KeyProvider {
-        self.keyring.as_ref()
+        self.keys.as_ref()
     }
 
     fn encode(&self, kind: TokenKind, id: [u8; 16]) -> String {
-        Token::new(kind, id).encode(self.keyring.token_key())
+        Token::new(kind, id).encode(self.keys.token_key())
     }
 
     /// Parses a token string; a malformed or forged token is refused here, before
     /// any database work.
     pub fn parse_token(&self, token: &str, field_name: &str) -> Result<Token, Error> {
-        Token::parse(token, self.keyring.token_key()).map_err(|e| Error::invalid(field_name, e.to_string()))
+        Token::parse(token, self.keys.token_key()).map_err(|e| Error::invalid(field_name, e.to_string()))
     }
 
     /// Stores people, one transaction for all; a result per item.
@@ -236,7 +242,7 @@ impl Vault {
         }
         // One snapshot of the index key for every digest of this person, so a rotation
         // in between never splits them across versions.
-        let index_key = self.keyring.blind_index_key();
+        let index_key = self.keys.blind_index_key();
         let idempotency_key = item.idempotency_key.as_ref().map(|key| {
             let mut scoped = Vec::with_capacity(caller.as_str().len() + key.len() + 1);
             scoped.extend_from_slice(caller.as_str().as_bytes());
@@ -376,7 +382,7 @@ impl Vault {
             LookupKey::Phone(phone) => (Field::Phone, phone.e164()),
         };
         let digests: Vec<(u32, [u8; 32])> = self
-            .keyring
+            .keys
             .blind_index_keys()
             .iter()
             .map(|key| (key.version(), key.digest(field.as_str(), normalized.as_bytes())))
@@ -442,7 +448,7 @@ impl Vault {
     }
 
     fn index_entry(&self, field: Field, normalized: &str) -> IndexEntry {
-        let key = self.keyring.blind_index_key();
+        let key = self.keys.blind_index_key();
         IndexEntry { field, version: key.version(), digest: key.digest(field.as_str(), normalized.as_bytes()) }
     }
 

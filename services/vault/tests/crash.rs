@@ -1,6 +1,7 @@
 //! Acknowledged writes are durable: a tokenize that returned survives `kill -9`; a
 //! rewrap killed half-way resumes from its cursor after a restart.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use qupia_api::types::v1::Purpose;
 use qupia_api::vault::v1::vault_service_client::VaultServiceClient;
 use qupia_api::vault::v1::*;
 use qupia_test_support::people::PEOPLE;
-use qupia_test_support::{Backend, TestDb, TestPki, connect, storage_test};
+use qupia_test_support::{Backend, TestDb, TestKeys, TestPki, connect, storage_test};
 use tonic::transport::Channel;
 
 struct VaultProcess(Child);
@@ -26,20 +27,25 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spawn(db: &TestDb, pki: &TestPki, keyring: &std::path::Path, port: u16) -> VaultProcess {
-    spawn_with(db, pki, keyring, port, &[])
+fn spawn(db: &TestDb, pki: &TestPki, keys: &TestKeys, dir: &Path, port: u16) -> VaultProcess {
+    spawn_with(db, pki, keys, dir, port, &[])
 }
 
-fn spawn_with(db: &TestDb, pki: &TestPki, keyring: &std::path::Path, port: u16, extra: &[&str]) -> VaultProcess {
+/// Starts the binary; the erasure ledger is a SQLite file in `dir` (named explicitly:
+/// with the keys in a PKCS#11 token there is no keyring file to put it beside).
+fn spawn_with(db: &TestDb, pki: &TestPki, keys: &TestKeys, dir: &Path, port: u16, extra: &[&str]) -> VaultProcess {
     let files = pki.service("vault");
+    let (key_args, key_env) = keys.command_line();
+    let ledger = format!("sqlite://{}?mode=rwc", dir.join("erasure-ledger.db").display());
     let child = Command::new(env!("CARGO_BIN_EXE_qupia-vault"))
         .args(extra)
+        .args(["--erasure-ledger-url", &ledger])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         // Tests run side by side: no fixed ops port.
         .args(["--ops-listen", "127.0.0.1:0"])
         .args(["--database-url", &db.url])
-        .arg("--keyring")
-        .arg(keyring)
+        .args(key_args)
+        .envs(key_env)
         .arg("--tls-ca")
         .arg(&files.ca)
         .arg("--tls-cert")
@@ -69,10 +75,10 @@ async fn survives_kill(backend: Backend) {
     let db = TestDb::create(backend, "crash").await;
     let pki = TestPki::new();
     let dir = tempfile::tempdir().unwrap();
-    let keyring = dir.path().join("keyring.json");
+    let keys = TestKeys::new(dir.path());
     let port = free_port();
 
-    let mut process = spawn(&db, &pki, &keyring, port);
+    let mut process = spawn(&db, &pki, &keys, dir.path(), port);
     let mut vault = client(&pki, port).await;
     let mut stored = Vec::new();
     for (i, (surname, given_name, patronymic, email, phone)) in PEOPLE.iter().enumerate() {
@@ -101,7 +107,7 @@ async fn survives_kill(backend: Backend) {
     process.0.wait().unwrap();
     drop(vault);
 
-    let _process = spawn(&db, &pki, &keyring, port);
+    let _process = spawn(&db, &pki, &keys, dir.path(), port);
     let mut vault = client(&pki, port).await;
     for (token, email, phone) in stored {
         let values = vault
@@ -144,12 +150,12 @@ async fn rewrap_resumes(backend: Backend) {
     let db = TestDb::create(backend, "rewrapcrash").await;
     let pki = TestPki::new();
     let dir = tempfile::tempdir().unwrap();
-    let keyring = dir.path().join("keyring.json");
+    let test_keys = TestKeys::new(dir.path());
     let port = free_port();
     // Slow: 20 data keys a second, 4 per transaction.
     let slow = ["--rewrap-rate", "20", "--key-job-batch", "4"];
 
-    let mut process = spawn_with(&db, &pki, &keyring, port, &slow);
+    let mut process = spawn_with(&db, &pki, &test_keys, dir.path(), port, &slow);
     let mut vault = client(&pki, port).await;
     let items = (0..60).map(|i| BatchTokenizeItem { person: Some(person(i)), idempotency_key: String::new() });
     let results = vault
@@ -188,7 +194,7 @@ async fn rewrap_resumes(backend: Backend) {
     process.0.wait().unwrap();
     drop((vault, keys, stream));
 
-    let _process = spawn_with(&db, &pki, &keyring, port, &slow);
+    let _process = spawn_with(&db, &pki, &test_keys, dir.path(), port, &slow);
     let mut keys = keys_client(&pki, port).await;
     let status =
         keys.get_key_status(GetKeyStatusRequest { requester: String::new() }).await.expect("status").into_inner();
