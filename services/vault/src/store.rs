@@ -81,6 +81,9 @@ pub struct NewPerson {
     pub key: PersonKey,
     pub idempotency_key: Option<[u8; 32]>,
     pub request_digest: [u8; 32],
+    /// The idempotency and request digests under each older blind-index key still in
+    /// use: during an index-key rotation a retry must find the person stored before it.
+    pub earlier_digests: Vec<([u8; 32], [u8; 32])>,
     pub fields: Vec<StoredField>,
     pub index: Vec<IndexEntry>,
 }
@@ -209,6 +212,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(people.len());
         for person in people {
+            if let Some(outcome) = replayed_under_earlier_keys(&mut tx, &person.earlier_digests).await? {
+                outcomes.push(outcome);
+                continue;
+            }
             let inserted = sqlx::query(
                 "INSERT INTO persons \
                  (person_id, dek_wrapped, kek_version, dek_version, idempotency_key, request_digest, created_at) \
@@ -446,6 +453,24 @@ async fn insert_index(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The earlier person whose idempotency digest under an older index key matches, if any.
+async fn replayed_under_earlier_keys(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    earlier: &[([u8; 32], [u8; 32])],
+) -> Result<Option<Inserted>, sqlx::Error> {
+    for (idempotency_key, request_digest) in earlier {
+        let taken = sqlx::query("SELECT 1 AS one FROM persons WHERE idempotency_key = $1")
+            .bind(idempotency_key.to_vec())
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some();
+        if taken {
+            return replayed(tx, idempotency_key, request_digest).await.map(Some);
+        }
+    }
+    Ok(None)
 }
 
 async fn replayed(

@@ -240,21 +240,34 @@ impl Vault {
             });
             field_tokens.push((field, self.encode(TokenKind::Field, token_id)));
         }
-        // One snapshot of the index key for every digest of this person, so a rotation
+        // One snapshot of the index keys for every digest of this person, so a rotation
         // in between never splits them across versions.
-        let index_key = self.keys.blind_index_key();
-        let idempotency_key = item.idempotency_key.as_ref().map(|key| {
+        let index_keys = self.keys.blind_index_keys();
+        let index_key = index_keys.first().cloned().unwrap_or_else(|| self.keys.blind_index_key());
+        let scoped = item.idempotency_key.as_ref().map(|key| {
             let mut scoped = Vec::with_capacity(caller.as_str().len() + key.len() + 1);
             scoped.extend_from_slice(caller.as_str().as_bytes());
             scoped.push(0);
             scoped.extend_from_slice(key.as_bytes());
-            index_key.digest("idempotency", &scoped)
+            scoped
         });
+        let canonical = canonical_person(&item.person);
+        // During an index-key rotation, a retry must also find a person stored under the
+        // older key (until that key is removed).
+        let earlier_digests = match &scoped {
+            Some(scoped) => index_keys
+                .iter()
+                .skip(1)
+                .map(|key| (key.digest("idempotency", scoped), key.digest("request", &canonical)))
+                .collect(),
+            None => Vec::new(),
+        };
         let row = NewPerson {
             person_id,
             key: PersonKey { dek_wrapped: wrapped.bytes, kek_version: wrapped.kek_version, dek_version: DEK_VERSION },
-            idempotency_key,
-            request_digest: index_key.digest("request", &canonical_person(&item.person)),
+            idempotency_key: scoped.as_ref().map(|scoped| index_key.digest("idempotency", scoped)),
+            request_digest: index_key.digest("request", &canonical),
+            earlier_digests,
             fields,
             index: index_entries(&index_key, &item.person),
         };

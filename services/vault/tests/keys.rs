@@ -590,3 +590,25 @@ async fn unwritable_ledger(backend: Backend) {
     client.erase(EraseRequest { person_token: token.clone(), access: None }).await.expect("erase");
     assert_eq!(reveal(&mut client, &token).await.expect_err("erased").code(), Code::NotFound);
 }
+
+storage_test!(idempotency_keys_hold_across_an_index_key_rotation, idempotency_across_rotation);
+async fn idempotency_across_rotation(backend: Backend) {
+    let vault = VaultHarness::start(backend).await;
+    let mut client = vault.gateway().await;
+    let mut admin = vault.keys_as("gateway").await;
+    let tokenize_with_key =
+        |i: usize| TokenizeRequest { person: Some(person(i)), idempotency_key: "signup-7".into(), access: None };
+    let first = client.tokenize(tokenize_with_key(1)).await.expect("tokenize").into_inner();
+    admin
+        .rotate_index_key(keys::RotateIndexKeyRequest { requester: SECURITY.into() })
+        .await
+        .expect("rotate the index key");
+
+    let retry = client.tokenize(tokenize_with_key(1)).await.expect("retry after the rotation").into_inner();
+    assert!(retry.replayed, "the retry finds the person stored under the older index key");
+    assert_eq!(retry.tokens, first.tokens);
+    let other = client.tokenize(tokenize_with_key(2)).await.expect_err("the same key with other data");
+    assert_eq!(other.code(), Code::FailedPrecondition);
+    let status = status(&mut admin).await;
+    assert_eq!(kek(&status, 1).expect("version 1").wrapped_deks, 1, "one person stored, not two");
+}
