@@ -71,6 +71,8 @@ pub enum Operation {
     Decision,
     DocumentUpload,
     DocumentDownload,
+    DocumentList,
+    DocumentDelete,
     KeyRotate,
     KeyRewrap,
     KeyRetire,
@@ -86,7 +88,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 22] = [
+    pub const ALL: [Operation; 24] = [
         Operation::Tokenize,
         Operation::Reveal,
         Operation::Lookup,
@@ -97,6 +99,8 @@ impl Operation {
         Operation::Decision,
         Operation::DocumentUpload,
         Operation::DocumentDownload,
+        Operation::DocumentList,
+        Operation::DocumentDelete,
         Operation::KeyRotate,
         Operation::KeyRewrap,
         Operation::KeyRetire,
@@ -123,6 +127,8 @@ impl Operation {
             Operation::Decision => "decision",
             Operation::DocumentUpload => "document_upload",
             Operation::DocumentDownload => "document_download",
+            Operation::DocumentList => "document_list",
+            Operation::DocumentDelete => "document_delete",
             Operation::KeyRotate => "key_rotate",
             Operation::KeyRewrap => "key_rewrap",
             Operation::KeyRetire => "key_retire",

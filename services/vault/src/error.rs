@@ -39,6 +39,10 @@ pub enum Error {
     /// The erasure ledger could not be written: the erasure did not happen.
     #[error("the erasure ledger cannot be written: {0}")]
     ErasureLedger(sqlx::Error),
+    /// The caller's request stream broke off (cancelled, reset, undecodable): what it
+    /// had sent is dropped, nothing stored.
+    #[error("the request stream failed: {}", .0.message())]
+    Stream(Status),
 }
 
 impl Error {
@@ -82,6 +86,7 @@ impl Error {
             },
             // Whatever went wrong, the ledger may become writable again: retry later.
             Error::ErasureLedger(_) => Code::Unavailable,
+            Error::Stream(status) => status.code(),
         }
     }
 

@@ -466,6 +466,15 @@ impl Store {
         let mut erased = Vec::new();
         for entry in entries {
             let id = entry.person_id.to_vec();
+            // As `Store::erase`: documents first, not relying on the foreign keys' cascade.
+            sqlx::query(
+                "DELETE FROM document_chunks WHERE document_id IN \
+                 (SELECT document_id FROM documents WHERE person_id = $1)",
+            )
+            .bind(id.clone())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM documents WHERE person_id = $1").bind(id.clone()).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM field_values WHERE person_id = $1").bind(id.clone()).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM blind_index WHERE person_id = $1").bind(id.clone()).execute(&mut *tx).await?;
             let removed =

@@ -110,6 +110,12 @@ struct Args {
     /// Seconds between saves of the encryption counts (a crash loses at most this long's).
     #[arg(long, env = "QUPIA_VAULT_ENCRYPTION_FLUSH_SECS", default_value_t = 5.0)]
     encryption_flush_secs: f64,
+    /// The largest document stored, in bytes; an upload is refused as soon as it passes it.
+    #[arg(long, env = "QUPIA_VAULT_MAX_DOCUMENT_BYTES", default_value_t = Limits::DEFAULT_MAX_DOCUMENT_BYTES)]
+    max_document_bytes: u64,
+    /// The most people one statistics aggregate counts.
+    #[arg(long, env = "QUPIA_VAULT_MAX_AGGREGATE_SUBJECTS", default_value_t = 100_000)]
+    max_aggregate_subjects: usize,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "QUPIA_LOG_JSON")]
     log_json: bool,
@@ -134,7 +140,11 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         keys: key_provider(args)?,
         tls,
         trusted_callers,
-        limits: Limits::default(),
+        limits: Limits {
+            max_document_bytes: args.max_document_bytes,
+            max_aggregate_subjects: args.max_aggregate_subjects,
+            ..Limits::default()
+        },
         ops: ops_options(args)?,
         erasure_ledger_url: args.erasure_ledger_url.clone(),
         key_lifecycle: KeyLifecycleOptions {

@@ -17,6 +17,12 @@ use crate::key_admin::KeyLifecycle;
 use crate::model::{FieldUpdate, LookupKey, Person};
 use crate::store::{IndexEntry, Inserted, NewPerson, PersonKey, PersonRecord, Store, StoredField};
 
+mod aggregate;
+mod documents;
+
+pub use aggregate::AggregateSubject;
+pub use documents::{DocumentInfo, UploadHeader};
+
 /// Who an operation is for and why, as the access log records it. The vault trusts
 /// these only from the gateway, which decided them.
 #[derive(Debug, Clone, Default)]
@@ -337,7 +343,7 @@ impl Vault {
         }
         .ok_or(Error::NotFound("token"))?;
         // Refused before the access-log entry, so the entry says it was not revealed.
-        self.check_min_decrypt_version(&record)?;
+        self.check_min_decrypt_version(&record.key)?;
         let wanted: Vec<Field> = match token.kind() {
             TokenKind::Field => {
                 let own = record
@@ -369,8 +375,8 @@ impl Vault {
         Ok(Revealed { person_token: self.encode(TokenKind::Person, record.person_id), values })
     }
 
-    fn check_min_decrypt_version(&self, record: &PersonRecord) -> Result<(), Error> {
-        if record.key.kek_version < self.lifecycle.min_decrypt_version() {
+    fn check_min_decrypt_version(&self, key: &PersonKey) -> Result<(), Error> {
+        if key.kek_version < self.lifecycle.min_decrypt_version() {
             return Err(Error::FailedPrecondition(
                 "the person's data key is under a key-encryption-key version below the minimum decryption \
                  version; it can be read again once it is rewrapped",
@@ -382,9 +388,16 @@ impl Vault {
     /// Unwraps a person's data key for a request. A key under a KEK version below the
     /// minimum decryption version is refused until the rewrap job moves it.
     fn unwrap_dek(&self, record: &PersonRecord) -> Result<DataKey, Error> {
-        self.check_min_decrypt_version(record)?;
-        let wrapped = WrappedKey { kek_version: record.key.kek_version, bytes: record.key.dek_wrapped.clone() };
-        Ok(self.kek().unwrap(&wrapped, &record.person_id)?)
+        self.unwrap_key(&record.person_id, &record.key)
+    }
+
+    /// Unwraps a data key for a request (reveal, rectify, documents, aggregates). A key
+    /// under a KEK version below the minimum decryption version is refused until the
+    /// rewrap job moves it (the job unwraps through key administration, not here).
+    fn unwrap_key(&self, person_id: &[u8; 16], key: &PersonKey) -> Result<DataKey, Error> {
+        self.check_min_decrypt_version(key)?;
+        let wrapped = WrappedKey { kek_version: key.kek_version, bytes: key.dek_wrapped.clone() };
+        Ok(self.kek().unwrap(&wrapped, person_id)?)
     }
 
     /// The person tokens of an e-mail or phone, through every index-key version in use.
