@@ -9,7 +9,7 @@ use qupia_api::audit::v1::audit_service_client::AuditServiceClient;
 use qupia_api::audit::v1::{AuditFilter, QueryAuditRequest};
 use qupia_api::keys::v1 as keys;
 use qupia_api::keys::v1::key_admin_service_client::KeyAdminServiceClient;
-use qupia_api::types::v1::{Field, Purpose};
+use qupia_api::types::v1::{DocumentKind, DocumentType, Field, Purpose};
 use qupia_api::vault::v1::vault_service_client::VaultServiceClient;
 use qupia_api::vault::v1::*;
 use qupia_test_support::{Backend, TestDb, VaultHarness, connect, storage_test};
@@ -497,6 +497,24 @@ async fn erasure_survives_restore(backend: Backend) {
     let mut client = vault.gateway().await;
     let erased = tokenize(&mut client, 1).await.expect("tokenize");
     let kept = tokenize(&mut client, 2).await.expect("tokenize");
+    // A scan of the erased person's, which the replay must remove too.
+    let scan = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n".to_vec();
+    let upload = vec![
+        UploadDocumentRequest {
+            part: Some(upload_document_request::Part::Header(DocumentUploadHeader {
+                person_token: erased.clone(),
+                kind: DocumentKind::Identity as i32,
+                declared_type: DocumentType::Pdf as i32,
+                declared_size_bytes: scan.len() as u64,
+            })),
+            access: Some(AccessContext {
+                caller: "spiffe://qupia/ns/default/sa/accounts".into(),
+                ..Default::default()
+            }),
+        },
+        UploadDocumentRequest { part: Some(upload_document_request::Part::Chunk(scan)), access: None },
+    ];
+    vault.documents_as("gateway").await.upload_document(tokio_stream::iter(upload)).await.expect("upload a scan");
     drop(client);
     vault.stop().await;
     let backup = back_up(&vault.db).await;
@@ -516,6 +534,11 @@ async fn erasure_survives_restore(backend: Backend) {
     assert!(lookup(&mut client, lookup_request::Key::Email(person(1).email)).await.is_empty());
     assert!(lookup(&mut client, lookup_request::Key::Phone(person(1).phone)).await.is_empty());
     assert_eq!(reveal(&mut client, &kept).await.expect("the other person"), (person(2).email, person(2).phone));
+    sqlx::any::install_default_drivers();
+    let mut raw = sqlx::AnyConnection::connect(&vault.db.admin_url).await.expect("raw connection");
+    let documents: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents").fetch_one(&mut raw).await.expect("count");
+    assert_eq!(documents, 0, "the erased person's scan is gone from the restored database too");
+    drop(raw);
 
     let mut audit = AuditServiceClient::new(connect(vault.addr, &vault.pki.service("gateway"), "vault").await.unwrap());
     let replays = audit
