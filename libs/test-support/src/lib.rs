@@ -6,15 +6,19 @@
 //! databases on (CI sets it); without it they say they were skipped.
 
 mod db;
+mod marketing;
 pub mod ops;
 mod pki;
 mod scan;
+pub mod smtp;
 mod suite;
 mod vault;
 
 pub use db::{Backend, TestDb, postgres_admin_url};
+pub use marketing::{MarketingInstance, MarketingSuite};
 pub use pki::TestPki;
 pub use scan::{Leak, scan_bytes, scan_database, scan_text};
+pub use smtp::{ReceivedMail, SmtpServer};
 pub use suite::Suite;
 pub use vault::{VaultHarness, connect};
 

@@ -59,6 +59,9 @@ pub struct SmtpConfig {
 /// How the delivery worker takes and retries messages.
 #[derive(Debug, Clone)]
 pub struct DeliveryOptions {
+    /// Whether this process runs a delivery worker. Replicas that only serve the API
+    /// leave it off; any number of worker replicas share the outbox through leases.
+    pub worker: bool,
     /// Messages revealed and sent per round (one BatchReveal per campaign in it).
     pub batch_size: u32,
     /// How often the worker looks for due messages when nothing wakes it.
@@ -79,6 +82,7 @@ pub struct DeliveryOptions {
 impl Default for DeliveryOptions {
     fn default() -> DeliveryOptions {
         DeliveryOptions {
+            worker: true,
             batch_size: 100,
             poll_interval: Duration::from_secs(1),
             max_attempts: 5,

@@ -96,6 +96,9 @@ struct Args {
     /// The unsubscribe page; {{unsubscribe}} renders as it with m=<message id> added.
     #[arg(long, env = "QUPIA_MARKETING_UNSUBSCRIBE_URL")]
     unsubscribe_url: Option<String>,
+    /// Run a delivery worker in this process (false: serve the API only).
+    #[arg(long, env = "QUPIA_MARKETING_DELIVERY_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
+    delivery_worker: bool,
     /// Messages revealed and sent per delivery round.
     #[arg(long, env = "QUPIA_MARKETING_DELIVERY_BATCH_SIZE", default_value_t = 100)]
     delivery_batch_size: u32,
@@ -201,6 +204,7 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     config.unsubscribe_url = args.unsubscribe_url.clone();
     config.max_tokens_per_call = args.max_tokens_per_call;
     let delivery = &mut config.delivery;
+    delivery.worker = args.delivery_worker;
     delivery.batch_size = args.delivery_batch_size;
     delivery.poll_interval = seconds(args.delivery_poll_interval_secs, "delivery_poll_interval_secs")?;
     delivery.max_attempts = args.delivery_max_attempts;

@@ -154,7 +154,12 @@ pub async fn serve(
     let gate = admit(Admission::Only(config.callers.clone().into()), insecure_dev, "marketing service");
 
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(delivery.run(worker_stopped));
+    let worker = if config.delivery.worker {
+        Some(tokio::spawn(delivery.run(worker_stopped)))
+    } else {
+        tracing::info!("no delivery worker in this process: messages wait for a worker replica");
+        None
+    };
     tracing::info!(address = ?listener.local_addr().ok(), gateway = %config.gateway_addr, "marketing listening");
     let served = lifecycle
         .run(&config.ops, shutdown, |stop_accepting| {
@@ -171,7 +176,9 @@ pub async fn serve(
         .await;
     // The worker finishes its round, so every message it took is recorded.
     let _ = stop_worker.send(true);
-    if let Err(err) = worker.await {
+    if let Some(worker) = worker
+        && let Err(err) = worker.await
+    {
         tracing::error!(error = %err, "the delivery worker panicked");
     }
     store.close().await;
