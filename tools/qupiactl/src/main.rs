@@ -1,5 +1,6 @@
 //! `qupiactl`: runs the whole suite on a laptop (`dev up`) and operates it: people,
-//! consents, the purpose policy and the access log.
+//! consents, the purpose policy, the access log, and marketing's audiences and
+//! campaigns.
 //!
 //! Exit codes: 0 success; 1 a check failed (e.g. `audit verify` found the log
 //! broken); 2 the command could not be carried out (bad arguments, a refused call).
@@ -7,6 +8,7 @@
 mod audit_cmd;
 mod client;
 mod dev;
+mod marketing_cmd;
 mod person_cmd;
 mod policy_cmd;
 
@@ -57,16 +59,25 @@ enum Command {
         #[command(subcommand)]
         command: audit_cmd::AuditCommand,
     },
+    /// Audiences, campaigns and statistics in the marketing service.
+    Marketing {
+        #[command(subcommand)]
+        command: marketing_cmd::MarketingCommand,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Command::Dev { command } = cli.command {
-        dev::run(command, &cli.dev_dir).await?;
+        dev::run(command, &cli.dev_dir, &cli.connection.marketing_addr).await?;
         return Ok(true);
+    }
+    if let Command::Marketing { command } = cli.command {
+        let channel = cli.connection.marketing_channel(&cli.dev_dir).await?;
+        return marketing_cmd::run(command, channel, cli.json).await.map(|()| true);
     }
     let channel = cli.connection.channel(&cli.dev_dir).await?;
     match cli.command {
-        Command::Dev { .. } => Ok(true),
+        Command::Dev { .. } | Command::Marketing { .. } => Ok(true),
         Command::Person { command } => person_cmd::run_person(command, channel, cli.json).await.map(|()| true),
         Command::Consent { command } => person_cmd::run_consent(command, channel, cli.json).await.map(|()| true),
         Command::Policy { command } => policy_cmd::run(command, channel, cli.json).await.map(|()| true),
