@@ -195,11 +195,12 @@ fn find_or_install() -> Python {
     std::fs::create_dir_all(&root).expect("create the target directory");
     let venv = root.join("test-venv");
     let packages = root.join("test-pylib");
-    let candidates =
-        || [Python { interpreter: venv.join("bin/python3"), pythonpath: None }, Python {
-            interpreter: system.clone(),
-            pythonpath: Some(packages.clone()),
-        }];
+    let candidates = || {
+        [
+            Python { interpreter: venv.join("bin/python3"), pythonpath: None },
+            Python { interpreter: system.clone(), pythonpath: Some(packages.clone()) },
+        ]
+    };
     let usable = |python: &Python| imports_aiosmtpd(&python.interpreter, python.pythonpath.as_deref());
     // One installer at a time across test processes; the others wait, then find it.
     let _lock = InstallLock::acquire(&root.join("test-venv.lock"));

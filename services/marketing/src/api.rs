@@ -12,11 +12,11 @@ use qupia_telemetry::TracedChannel;
 use qupia_transport::caller_of;
 use tonic::{Request, Response, Status};
 
+use crate::Error;
 use crate::delivery::{DeliveryHandle, now_ms};
 use crate::model::{self, Channel};
 use crate::store::{self, Counters, Store};
 use crate::template::Template;
-use crate::Error;
 
 /// The longest e-mail subject, in characters.
 const MAX_SUBJECT_CHARS: usize = 200;
@@ -197,10 +197,7 @@ impl MarketingService for MarketingApi {
             .await
             .map_err(Error::from)?
             .ok_or(Error::NotFound("audience"))?;
-        Ok(Response::new(proto::RemoveAudienceMembersResponse {
-            removed,
-            audience: Some(audience_to_proto(audience)),
-        }))
+        Ok(Response::new(proto::RemoveAudienceMembersResponse { removed, audience: Some(audience_to_proto(audience)) }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -209,7 +206,8 @@ impl MarketingService for MarketingApi {
         request: Request<proto::GetAudienceRequest>,
     ) -> Result<Response<proto::GetAudienceResponse>, Status> {
         let audience_id = model::audience_id(&request.get_ref().audience_id, "audience_id")?;
-        let audience = self.store.audience(&audience_id).await.map_err(Error::from)?.ok_or(Error::NotFound("audience"))?;
+        let audience =
+            self.store.audience(&audience_id).await.map_err(Error::from)?.ok_or(Error::NotFound("audience"))?;
         let person_tokens = self.store.members(&audience_id).await.map_err(Error::from)?;
         Ok(Response::new(proto::GetAudienceResponse { audience: Some(audience_to_proto(audience)), person_tokens }))
     }

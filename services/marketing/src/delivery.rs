@@ -304,11 +304,8 @@ impl Delivery {
             }
             Err(Failure::Transient(code)) => (DeliveryState::Pending, Some(code), MessageOutcome::Retried),
         };
-        let next_attempt_at_ms = if state == DeliveryState::Pending {
-            now.saturating_add(millis(self.backoff(attempts)))
-        } else {
-            now
-        };
+        let next_attempt_at_ms =
+            if state == DeliveryState::Pending { now.saturating_add(millis(self.backoff(attempts))) } else { now };
         let outcome = Outcome { state, attempts, error_code: code, next_attempt_at_ms };
         if !self.store.complete(&message.id, &self.owner, outcome, now).await? {
             tracing::warn!(message_id = %message.id, "a message's lease expired before its outcome was recorded");

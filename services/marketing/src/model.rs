@@ -35,11 +35,7 @@ fn id(value: &str, prefix: &str, field: &str, what: &'static str) -> Result<Stri
     if value.is_empty() {
         return Err(Error::invalid(field, "is required"));
     }
-    if is_id(value, prefix) {
-        Ok(value.to_owned())
-    } else {
-        Err(Error::invalid(field, format!("is not {what} id")))
-    }
+    if is_id(value, prefix) { Ok(value.to_owned()) } else { Err(Error::invalid(field, format!("is not {what} id"))) }
 }
 
 pub fn audience_id(value: &str, field: &str) -> Result<String, Error> {

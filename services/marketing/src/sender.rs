@@ -7,8 +7,8 @@
 
 use std::fmt;
 
-use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -116,8 +116,10 @@ impl SmtpSender {
         if config.tls != SmtpTls::None {
             let mut parameters = TlsParameters::builder(config.host.clone());
             if let Some(path) = &config.ca {
-                let pem = std::fs::read(path).map_err(|source| SmtpSetupError::ReadCa { path: path.clone(), source })?;
-                parameters = parameters.add_root_certificate(Certificate::from_pem(&pem).map_err(|_| SmtpSetupError::Ca)?);
+                let pem =
+                    std::fs::read(path).map_err(|source| SmtpSetupError::ReadCa { path: path.clone(), source })?;
+                parameters =
+                    parameters.add_root_certificate(Certificate::from_pem(&pem).map_err(|_| SmtpSetupError::Ca)?);
             }
             let parameters = parameters.build_rustls().map_err(SmtpSetupError::Tls)?;
             builder = builder.tls(match config.tls {

@@ -13,12 +13,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Endpoint, Server};
 
+use crate::Config;
 use crate::api::MarketingApi;
 use crate::config::{EmailSender, SmsSender};
 use crate::delivery::{Delivery, Senders};
 use crate::sender::{LogSender, Sender, SmtpSender, SmtpSetupError};
 use crate::store::{Store, StoreError};
-use crate::Config;
 
 /// Why the marketing service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -106,8 +106,8 @@ pub async fn serve(
         TlsMode::Mtls(_) => ("https", None),
         TlsMode::InsecureDev { assumed_caller } => ("http", Some(assumed_caller.clone())),
     };
-    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", config.gateway_addr))
-        .map_err(|_| ServeError::GatewayAddress)?;
+    let mut endpoint =
+        Endpoint::from_shared(format!("{scheme}://{}", config.gateway_addr)).map_err(|_| ServeError::GatewayAddress)?;
     if let TlsMode::Mtls(files) = &config.tls {
         endpoint = endpoint.tls_config(files.client_config(&config.gateway_server_name)?)?;
     }

@@ -161,8 +161,7 @@ fn campaign_of(row: &AnyRow) -> Result<Campaign, sqlx::Error> {
 const AUDIENCE_COLUMNS: &str = "a.id, a.name, a.created_at_ms, \
      (SELECT COUNT(*) FROM audience_members m WHERE m.audience_id = a.id) AS member_count";
 
-const CAMPAIGN_COLUMNS: &str =
-    "id, name, audience_id, channel, subject_template, body_template, created_at_ms";
+const CAMPAIGN_COLUMNS: &str = "id, name, audience_id, channel, subject_template, body_template, created_at_ms";
 
 /// `$first, $first+1, …` for `n` parameters.
 fn params(first: usize, n: usize) -> String {
@@ -270,10 +269,7 @@ impl Store {
         Ok(added)
     }
 
-    async fn audience_in(
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        id: &str,
-    ) -> Result<Option<Audience>, sqlx::Error> {
+    async fn audience_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str) -> Result<Option<Audience>, sqlx::Error> {
         let row = sqlx::query(&format!("SELECT {AUDIENCE_COLUMNS} FROM audiences a WHERE a.id = $1"))
             .bind(id)
             .fetch_optional(&mut **tx)
@@ -474,7 +470,8 @@ impl Store {
         let tokens: Vec<String> = rows.iter().map(|row| row.try_get("person_token")).collect::<Result<_, _>>()?;
         let mut inserted = 0;
         for chunk in tokens.chunks(CHUNK) {
-            let rows: Vec<String> = (0..chunk.len()).map(|i| format!("({}, 'pending', 0)", params(6 * i + 1, 6))).collect();
+            let rows: Vec<String> =
+                (0..chunk.len()).map(|i| format!("({}, 'pending', 0)", params(6 * i + 1, 6))).collect();
             let sql = format!(
                 "INSERT INTO outbox (id, campaign_id, person_token, next_attempt_at_ms, queued_at_ms, updated_at_ms, \
                  state, attempts) \

@@ -94,7 +94,8 @@ async fn bad_input(backend: Backend) {
 
     // (what, code, field named in the message)
     let mut outcomes: Vec<(&str, Result<(), tonic::Status>, Code, &str)> = Vec::new();
-    let audience_request = |name: &str, tokens: Vec<String>| CreateAudienceRequest { name: name.into(), person_tokens: tokens };
+    let audience_request =
+        |name: &str, tokens: Vec<String>| CreateAudienceRequest { name: name.into(), person_tokens: tokens };
     outcomes.push((
         "empty audience name",
         marketing.create_audience(audience_request("", vec![token.clone()])).await.map(|_| ()),
@@ -109,7 +110,10 @@ async fn bad_input(backend: Backend) {
     ));
     outcomes.push((
         "an e-mail where a token belongs",
-        marketing.create_audience(audience_request("A", vec![token.clone(), "p.ivanov@example.ru".into()])).await.map(|_| ()),
+        marketing
+            .create_audience(audience_request("A", vec![token.clone(), "p.ivanov@example.ru".into()]))
+            .await
+            .map(|_| ()),
         Code::InvalidArgument,
         "person_tokens[1]:",
     ));
@@ -127,10 +131,7 @@ async fn bad_input(backend: Backend) {
     ));
     outcomes.push((
         "a malformed audience id",
-        marketing
-            .get_audience(GetAudienceRequest { audience_id: "aud_../../etc".into() })
-            .await
-            .map(|_| ()),
+        marketing.get_audience(GetAudienceRequest { audience_id: "aud_../../etc".into() }).await.map(|_| ()),
         Code::InvalidArgument,
         "audience_id:",
     ));
@@ -184,16 +185,16 @@ async fn bad_input(backend: Backend) {
     ));
     outcomes.push((
         "send with an audience id",
-        marketing.send_campaign(SendCampaignRequest { campaign_id: audience.id.clone(), wait: false }).await.map(|_| ()),
+        marketing
+            .send_campaign(SendCampaignRequest { campaign_id: audience.id.clone(), wait: false })
+            .await
+            .map(|_| ()),
         Code::InvalidArgument,
         "campaign_id:",
     ));
     outcomes.push((
         "get an unknown campaign",
-        marketing
-            .get_campaign(GetCampaignRequest { campaign_id: format!("cmp_{}", "D".repeat(22)) })
-            .await
-            .map(|_| ()),
+        marketing.get_campaign(GetCampaignRequest { campaign_id: format!("cmp_{}", "D".repeat(22)) }).await.map(|_| ()),
         Code::NotFound,
         "campaign",
     ));

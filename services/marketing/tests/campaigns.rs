@@ -32,8 +32,7 @@ async fn consent_decides_delivery(backend: Backend) {
     suite.grant(&withdrawn, Purpose::Advertising).await;
     suite.withdraw(&withdrawn, Purpose::Advertising).await;
 
-    let audience =
-        create_audience(&suite, "Spring 2026", &[consented.clone(), never.clone(), withdrawn.clone()]).await;
+    let audience = create_audience(&suite, "Spring 2026", &[consented.clone(), never.clone(), withdrawn.clone()]).await;
     assert_eq!(audience.member_count, 3);
     let campaign = create_campaign(&suite, &audience.id, Channel::Email, SUBJECT, BODY).await;
 
@@ -146,10 +145,7 @@ async fn relay_unreachable(backend: Backend) {
 
     let mut conn = raw_db(&suite.db).await;
     let (state, attempts, code): (String, i64, Option<String>) =
-        sqlx::query_as("SELECT state, attempts, last_error_code FROM outbox")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+        sqlx::query_as("SELECT state, attempts, last_error_code FROM outbox").fetch_one(&mut conn).await.unwrap();
     assert_eq!((state.as_str(), attempts, code.as_deref()), ("failed", 3, Some("smtp_unavailable")));
 
     // Two retries, then the failure, in the metrics.
@@ -157,7 +153,8 @@ async fn relay_unreachable(backend: Backend) {
         qupia_test_support::ops::http_get(suite.ops_addr().unwrap(), "/metrics").await.expect("scrape");
     assert_eq!(status, 200);
     let metrics = qupia_test_support::ops::parse_metrics(&text).expect("valid exposition");
-    let count = |outcome| metrics.value("qupia_marketing_messages_total", &[("channel", "email"), ("outcome", outcome)]);
+    let count =
+        |outcome| metrics.value("qupia_marketing_messages_total", &[("channel", "email"), ("outcome", outcome)]);
     assert_eq!((count("retried"), count("failed"), count("sent")), (2.0, 1.0, 0.0));
 
     let needles = needles();
@@ -175,7 +172,8 @@ async fn sms_and_erasure(backend: Backend) {
     suite.grant(&erased, Purpose::Advertising).await;
     suite.erase(&erased).await;
     let audience = create_audience(&suite, "SMS", &[kept.clone(), erased.clone()]).await;
-    let campaign = create_campaign(&suite, &audience.id, Channel::Sms, "", "Courses start Monday. Reply STOP to {{phone}}").await;
+    let campaign =
+        create_campaign(&suite, &audience.id, Channel::Sms, "", "Courses start Monday. Reply STOP to {{phone}}").await;
     let (_, counters) = send_and_wait(&suite, &campaign.id).await;
     assert_eq!((counters.sent, counters.skipped_erased, counters.skipped_no_consent), (1, 1, 0));
     // The log sender names the message by token and channel, never by number.

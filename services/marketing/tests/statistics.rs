@@ -47,7 +47,10 @@ async fn aggregates(backend: Backend) {
     let stats = suite
         .marketing()
         .await
-        .get_statistics(GetStatisticsRequest { audience_id: empty.id, dimension: AggregateDimension::EmailDomain as i32 })
+        .get_statistics(GetStatisticsRequest {
+            audience_id: empty.id,
+            dimension: AggregateDimension::EmailDomain as i32,
+        })
         .await
         .expect("statistics of an empty audience")
         .into_inner();
@@ -57,7 +60,10 @@ async fn aggregates(backend: Backend) {
     let everyone = suite
         .marketing()
         .await
-        .get_statistics(GetStatisticsRequest { audience_id: String::new(), dimension: AggregateDimension::EmailDomain as i32 })
+        .get_statistics(GetStatisticsRequest {
+            audience_id: String::new(),
+            dimension: AggregateDimension::EmailDomain as i32,
+        })
         .await
         .expect("statistics of everyone")
         .into_inner();

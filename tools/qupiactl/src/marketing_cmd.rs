@@ -169,8 +169,7 @@ fn campaign_line(campaign: &Campaign, json: bool) -> String {
     }
 }
 
-const CAMPAIGN_HEADER: &str =
-    "CAMPAIGN                   CHAN  QUEUED PENDING   SENT NO-CONSENT  ERASED FAILED  NAME";
+const CAMPAIGN_HEADER: &str = "CAMPAIGN                   CHAN  QUEUED PENDING   SENT NO-CONSENT  ERASED FAILED  NAME";
 
 pub async fn run(command: MarketingCommand, channel: GrpcChannel, json: bool) -> anyhow::Result<()> {
     let mut marketing = MarketingServiceClient::new(channel);
@@ -197,9 +196,14 @@ pub async fn run(command: MarketingCommand, channel: GrpcChannel, json: bool) ->
                     .into_inner();
                 let audience = response.audience.unwrap_or_default();
                 if json {
-                    emit(serde_json::json!({"added": response.added, "audience_id": audience.id, "member_count": audience.member_count}))?;
+                    emit(
+                        serde_json::json!({"added": response.added, "audience_id": audience.id, "member_count": audience.member_count}),
+                    )?;
                 } else {
-                    emit(format!("added {}; {} now has {} members", response.added, audience.id, audience.member_count))?;
+                    emit(format!(
+                        "added {}; {} now has {} members",
+                        response.added, audience.id, audience.member_count
+                    ))?;
                 }
             }
             AudienceCommand::Remove { audience_id, tokens } => {
@@ -210,7 +214,9 @@ pub async fn run(command: MarketingCommand, channel: GrpcChannel, json: bool) ->
                     .into_inner();
                 let audience = response.audience.unwrap_or_default();
                 if json {
-                    emit(serde_json::json!({"removed": response.removed, "audience_id": audience.id, "member_count": audience.member_count}))?;
+                    emit(
+                        serde_json::json!({"removed": response.removed, "audience_id": audience.id, "member_count": audience.member_count}),
+                    )?;
                 } else {
                     emit(format!(
                         "removed {}; {} now has {} members",
