@@ -304,8 +304,11 @@ impl Delivery {
             }
             Err(Failure::Transient(code)) => (DeliveryState::Pending, Some(code), MessageOutcome::Retried),
         };
-        let next_attempt_at_ms =
-            if state == DeliveryState::Pending { now.saturating_add(millis(self.backoff(attempts))) } else { now };
+        let next_attempt_at_ms = if state == DeliveryState::Pending {
+            now.saturating_add(millis(backoff(&self.options, attempts)))
+        } else {
+            now
+        };
         let outcome = Outcome { state, attempts, error_code: code, next_attempt_at_ms };
         if !self.store.complete(&message.id, &self.owner, outcome, now).await? {
             tracing::warn!(message_id = %message.id, "a message's lease expired before its outcome was recorded");
@@ -323,12 +326,12 @@ impl Delivery {
         );
         Ok(())
     }
+}
 
-    /// The wait after `attempts` failed attempts: the base, doubled each time, capped.
-    fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
-        self.options.retry_backoff.saturating_mul(factor).min(self.options.max_backoff)
-    }
+/// The wait after `attempts` failed attempts: the base, doubled each time, capped.
+fn backoff(options: &DeliveryOptions, attempts: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
+    options.retry_backoff.saturating_mul(factor).min(options.max_backoff)
 }
 
 /// Why a message was not sent on this attempt.
@@ -366,5 +369,17 @@ mod tests {
         assert_eq!(gateway_failure(Code::Unavailable), Failure::Transient("gateway_unavailable"));
         assert_eq!(gateway_failure(Code::ResourceExhausted), Failure::Transient("gateway_rate_limited"));
         assert_eq!(gateway_failure(Code::PermissionDenied), Failure::Permanent("gateway_permission_denied"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let options = DeliveryOptions {
+            retry_backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(10),
+            ..DeliveryOptions::default()
+        };
+        let waits: Vec<u64> = (1..=5).map(|n| backoff(&options, n).as_secs()).collect();
+        assert_eq!(waits, vec![2, 4, 8, 10, 10]);
+        assert_eq!(backoff(&options, u32::MAX), Duration::from_secs(10));
     }
 }

@@ -172,3 +172,54 @@ impl Sender for SmtpSender {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn config(from: &str, tls: SmtpTls) -> SmtpConfig {
+        SmtpConfig {
+            host: "smtp.example.kz".into(),
+            port: 587,
+            tls,
+            credentials: Some(crate::config::SmtpCredentials {
+                username: "news".into(),
+                password: secrecy::SecretString::from("s3cret-pass".to_owned()),
+            }),
+            from: from.into(),
+            ca: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn a_message_never_prints_its_address_or_text() {
+        let message = OutgoingMessage {
+            campaign_id: "cmp_1",
+            message_id: "msg_1",
+            person_token: "qpp_1",
+            channel: Channel::Email,
+            to: "aigerim@mail.kz",
+            subject: "Hello aigerim@mail.kz",
+            body: "Dear reader",
+        };
+        let printed = format!("{message:?}");
+        assert!(printed.contains("cmp_1") && printed.contains("qpp_1"));
+        assert!(!printed.contains("aigerim") && !printed.contains("Dear reader"), "{printed}");
+    }
+
+    // The transport's connection pool lives on the Tokio runtime.
+    #[tokio::test]
+    async fn smtp_settings_are_checked_and_the_password_never_printed() {
+        for tls in [SmtpTls::None, SmtpTls::StartTls, SmtpTls::Tls] {
+            let sender = SmtpSender::new(&config("EDU Stream Plus <news@edustream.kz>", tls)).expect("valid");
+            assert!(!format!("{sender:?}").contains("s3cret-pass"));
+        }
+        let config = config("not a mailbox", SmtpTls::StartTls);
+        assert!(!format!("{config:?}").contains("s3cret-pass"));
+        let err = SmtpSender::new(&config).unwrap_err();
+        assert_eq!(err.to_string(), "smtp_from: is not a valid mailbox");
+    }
+}
