@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::ValueEnum;
 use qupia_marketing::{Config, EmailSender, SmsSender, SmtpConfig, SmtpCredentials, SmtpTls};
 use qupia_transport::{ServiceIdentity, TlsFiles, TlsMode};
 use secrecy::SecretString;
@@ -29,7 +29,7 @@ enum SmtpTlsKind {
     Tls,
 }
 
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(name = "qupia-marketing", version, about = "Qupia's marketing service: audiences, campaigns, statistics")]
 struct Args {
     #[arg(long, env = "QUPIA_MARKETING_LISTEN", default_value = "127.0.0.1:7104")]
@@ -45,11 +45,11 @@ struct Args {
     /// The DNS name in the gateway's certificate.
     #[arg(long, env = "QUPIA_MARKETING_GATEWAY_SERVER_NAME", default_value = "gateway")]
     gateway_server_name: String,
-    #[arg(long, env = "QUPIA_MARKETING_TLS_CA", required_unless_present = "insecure_dev_caller")]
+    #[arg(long, env = "QUPIA_MARKETING_TLS_CA")]
     tls_ca: Option<PathBuf>,
-    #[arg(long, env = "QUPIA_MARKETING_TLS_CERT", required_unless_present = "insecure_dev_caller")]
+    #[arg(long, env = "QUPIA_MARKETING_TLS_CERT")]
     tls_cert: Option<PathBuf>,
-    #[arg(long, env = "QUPIA_MARKETING_TLS_KEY", required_unless_present = "insecure_dev_caller")]
+    #[arg(long, env = "QUPIA_MARKETING_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// INSECURE: serve and call the gateway in plaintext, taking every caller to be this identity.
     #[arg(long, env = "QUPIA_MARKETING_INSECURE_DEV_CALLER", conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
@@ -69,7 +69,7 @@ struct Args {
     #[arg(long, env = "QUPIA_MARKETING_SMS_SENDER", value_enum, default_value = "log")]
     sms_sender: SmsSenderKind,
     /// The SMTP relay's host name (with --email-sender smtp).
-    #[arg(long, env = "QUPIA_MARKETING_SMTP_HOST", required_if_eq("email_sender", "smtp"))]
+    #[arg(long, env = "QUPIA_MARKETING_SMTP_HOST")]
     smtp_host: Option<String>,
     #[arg(long, env = "QUPIA_MARKETING_SMTP_PORT", default_value_t = 587)]
     smtp_port: u16,
@@ -88,7 +88,7 @@ struct Args {
     #[arg(long, env = "QUPIA_MARKETING_SMTP_PASSWORD_FILE")]
     smtp_password_file: Option<PathBuf>,
     /// The From mailbox, e.g. "EDU Stream Plus <news@edustream.kz>".
-    #[arg(long, env = "QUPIA_MARKETING_SMTP_FROM", required_if_eq("email_sender", "smtp"))]
+    #[arg(long, env = "QUPIA_MARKETING_SMTP_FROM")]
     smtp_from: Option<String>,
     /// Seconds one SMTP exchange may take.
     #[arg(long, env = "QUPIA_MARKETING_SMTP_TIMEOUT_SECS", default_value_t = 30.0)]
@@ -138,6 +138,8 @@ struct Args {
     database_wait_secs: f64,
     #[arg(long, env = "QUPIA_LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    config: qupia_config::ConfigFlags,
 }
 
 fn seconds(value: f64, key: &str) -> anyhow::Result<Duration> {
@@ -224,7 +226,13 @@ fn config(args: &Args) -> anyhow::Result<Config> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    // Defaults, then the file (--config or QUPIA_MARKETING_CONFIG), then the environment, then flags.
+    let parsed = qupia_config::parse::<Args>("QUPIA_MARKETING_CONFIG");
+    if parsed.dump_requested() {
+        print!("{}", parsed.dump());
+        return Ok(());
+    }
+    let args = parsed.settings;
     // Logs, and spans over OTLP when the OTEL_* environment asks for them.
     let telemetry = qupia_telemetry::init("qupia-marketing", args.log_json);
     let config = config(&args)?;
