@@ -100,7 +100,17 @@ impl MarketingSuite {
     /// Starts the suite after `adjust` has changed the marketing configuration. The
     /// defaults here deliver quickly: a 20 ms poll and short retry backoffs.
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut qupia_marketing::Config)) -> MarketingSuite {
-        let suite = Suite::start(backend).await;
+        Self::start_with_gateway(backend, |_| {}, adjust).await
+    }
+
+    /// Starts the suite after `adjust_gateway` and `adjust` have changed the gateway's
+    /// and the marketing service's configurations.
+    pub async fn start_with_gateway(
+        backend: Backend,
+        adjust_gateway: impl FnOnce(&mut qupia_gateway::Config),
+        adjust: impl FnOnce(&mut qupia_marketing::Config),
+    ) -> MarketingSuite {
+        let suite = Suite::start_with(backend, adjust_gateway).await;
         let policy_version = suite
             .consents_as("qupiactl")
             .await

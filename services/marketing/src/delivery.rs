@@ -14,6 +14,7 @@
 //! stored.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use qupia_api::gateway::v1 as gateway;
@@ -92,6 +93,9 @@ pub struct Delivery {
     owner: String,
     wake: Arc<Notify>,
     rounds: watch::Sender<u64>,
+    /// Set when the gateway throttled a round: the worker then waits a poll interval
+    /// rather than take the next batch at once.
+    throttled: AtomicBool,
 }
 
 /// A campaign's templates, parsed once per round.
@@ -114,7 +118,11 @@ impl Delivery {
         let (rounds, rounds_rx) = watch::channel(0);
         let handle = DeliveryHandle { wake: wake.clone(), rounds: rounds_rx };
         let owner = crate::model::new_id("wrk_");
-        (Delivery { store, gateway, senders, options, metrics, unsubscribe_url, owner, wake, rounds }, handle)
+        let throttled = AtomicBool::new(false);
+        (
+            Delivery { store, gateway, senders, options, metrics, unsubscribe_url, owner, wake, rounds, throttled },
+            handle,
+        )
     }
 
     /// Delivers until `stop` turns true. A round in progress finishes first, so no
@@ -129,6 +137,10 @@ impl Delivery {
                 }
                 match self.round().await {
                     Ok(0) => break,
+                    Ok(_) if self.throttled.swap(false, Ordering::Relaxed) => {
+                        self.rounds.send_modify(|n| *n += 1);
+                        break;
+                    }
                     Ok(_) => self.rounds.send_modify(|n| *n += 1),
                     Err(err) => {
                         tracing::warn!(error = %err, "a delivery round failed; retrying at the next poll");
@@ -204,6 +216,9 @@ impl Delivery {
             Err(status) => {
                 tracing::warn!(campaign_id = %campaign.id, code = ?status.code(), "the gateway refused a batch reveal");
                 let failure = gateway_failure(status.code());
+                if failure == Failure::Throttled {
+                    self.throttled.store(true, Ordering::Relaxed);
+                }
                 for message in messages {
                     self.finish(message, campaign.channel, Err(failure)).await?;
                 }
@@ -291,7 +306,12 @@ impl Delivery {
         result: Result<(), Failure>,
     ) -> Result<(), sqlx::Error> {
         let now = now_ms();
-        let attempts = message.attempts.saturating_add(1);
+        // Being throttled is not an attempt: a large campaign must not use up its
+        // attempts waiting for its turn at the gateway.
+        let attempts = match result {
+            Err(Failure::Throttled) => message.attempts,
+            _ => message.attempts.saturating_add(1),
+        };
         let (state, code, metric) = match result {
             Ok(()) => (DeliveryState::Sent, None, MessageOutcome::Sent),
             Err(Failure::NoConsent) => {
@@ -303,9 +323,10 @@ impl Delivery {
                 (DeliveryState::Failed, Some(code), MessageOutcome::Failed)
             }
             Err(Failure::Transient(code)) => (DeliveryState::Pending, Some(code), MessageOutcome::Retried),
+            Err(Failure::Throttled) => (DeliveryState::Pending, Some("gateway_rate_limited"), MessageOutcome::Retried),
         };
         let next_attempt_at_ms = if state == DeliveryState::Pending {
-            now.saturating_add(millis(backoff(&self.options, attempts)))
+            now.saturating_add(millis(backoff(&self.options, attempts.max(1))))
         } else {
             now
         };
@@ -341,6 +362,8 @@ enum Failure {
     Erased,
     /// Worth another attempt.
     Transient(&'static str),
+    /// The gateway's rate limit: later, without counting an attempt.
+    Throttled,
     /// Not worth another attempt.
     Permanent(&'static str),
 }
@@ -349,7 +372,7 @@ enum Failure {
 fn gateway_failure(code: Code) -> Failure {
     match code {
         Code::Unavailable => Failure::Transient("gateway_unavailable"),
-        Code::ResourceExhausted => Failure::Transient("gateway_rate_limited"),
+        Code::ResourceExhausted => Failure::Throttled,
         Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => Failure::Transient("gateway_timeout"),
         Code::Internal | Code::Unknown | Code::DataLoss => Failure::Transient("gateway_error"),
         Code::PermissionDenied => Failure::Permanent("gateway_permission_denied"),
@@ -367,7 +390,7 @@ mod tests {
     #[test]
     fn consent_and_erasure_are_not_failures_and_outages_are_retried() {
         assert_eq!(gateway_failure(Code::Unavailable), Failure::Transient("gateway_unavailable"));
-        assert_eq!(gateway_failure(Code::ResourceExhausted), Failure::Transient("gateway_rate_limited"));
+        assert_eq!(gateway_failure(Code::ResourceExhausted), Failure::Throttled);
         assert_eq!(gateway_failure(Code::PermissionDenied), Failure::Permanent("gateway_permission_denied"));
     }
 

@@ -162,6 +162,40 @@ async fn relay_unreachable(backend: Backend) {
     assert!(scan_database(&suite.db, &needles).await.is_empty(), "no address in the database");
 }
 
+storage_test!(the_gateway_rate_limit_delays_but_does_not_fail_messages, throttled);
+async fn throttled(backend: Backend) {
+    captured_logs();
+    // The gateway lets marketing reveal one person at a time, one a second; marketing
+    // takes one message per round and has a single attempt per message. Being
+    // throttled must not use it up.
+    let marketing = qupia_transport::ServiceIdentity::for_service("default", "marketing");
+    let suite = MarketingSuite::start_with_gateway(
+        backend,
+        |gateway| {
+            gateway.rate_limits.insert(marketing, qupia_gateway::RateLimit { per_second: 1, burst: 1 });
+        },
+        |config| {
+            config.delivery.batch_size = 1;
+            config.delivery.max_attempts = 1;
+        },
+    )
+    .await;
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        let token = suite.register(person(i)).await;
+        suite.grant(&token, Purpose::Advertising).await;
+        tokens.push(token);
+    }
+    let audience = create_audience(&suite, "Three", &tokens).await;
+    let campaign = create_campaign(&suite, &audience.id, Channel::Email, "Hi", "Hello {{email}}").await;
+    let (_, counters) = send_and_wait(&suite, &campaign.id).await;
+    assert_eq!((counters.sent, counters.failed), (3, 0), "every message sent in the end");
+    let mut conn = raw_db(&suite.db).await;
+    let attempts: Vec<i64> =
+        sqlx::query_scalar("SELECT attempts FROM outbox ORDER BY attempts").fetch_all(&mut conn).await.unwrap();
+    assert_eq!(attempts, vec![1, 1, 1], "a throttled round is not an attempt");
+}
+
 storage_test!(sms_reaches_consented_people_and_skips_the_erased, sms_and_erasure);
 async fn sms_and_erasure(backend: Backend) {
     captured_logs();
