@@ -1,6 +1,8 @@
 //! What Qupia's tests share: a fresh database per test on SQLite or PostgreSQL, a
-//! test PKI issuing real certificates, services started in-process on `127.0.0.1:0`,
-//! and scans that prove personal data never reached a place it must not be.
+//! test PKI issuing real certificates, services started in-process on `127.0.0.1:0`
+//! (vault and gateway: [`Suite`]; with marketing: [`MarketingSuite`]), a real SMTP
+//! server ([`SmtpServer`]), and scans that prove personal data never reached a place
+//! it must not be.
 //!
 //! PostgreSQL tests run when `QUPIA_TEST_POSTGRES_URL` names a server to create
 //! databases on (CI sets it); without it they say they were skipped.

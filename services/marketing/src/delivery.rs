@@ -231,7 +231,11 @@ impl Delivery {
             }
             return Ok(());
         }
-        for (message, result) in messages.iter().zip(results) {
+        // Contacts not reached (a failed write below ends the round early) are wiped
+        // when `pending` is dropped, like those that were.
+        let mut pending = Unsent(results.into_iter());
+        for message in messages {
+            let Some(result) = pending.0.next() else { break };
             let outcome = self.deliver_one(&rendering, message, field, result).await;
             self.finish(message, campaign.channel, outcome).await?;
         }
@@ -263,9 +267,7 @@ impl Delivery {
             .iter_mut()
             .find(|value| value.field == field as i32)
             .map(|value| Zeroizing::new(std::mem::take(&mut value.value)));
-        for value in &mut revealed.values {
-            value.value.zeroize();
-        }
+        wipe(&mut revealed);
         let contact = contact.filter(|c| !c.is_empty()).ok_or(Failure::Permanent("no_contact"))?;
         let unsubscribe = self.unsubscribe_link(&message.id);
         let values = RenderValues { contact: &contact, unsubscribe: &unsubscribe };
@@ -353,6 +355,26 @@ impl Delivery {
 fn backoff(options: &DeliveryOptions, attempts: u32) -> Duration {
     let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
     options.retry_backoff.saturating_mul(factor).min(options.max_backoff)
+}
+
+/// Wipes every value of a reveal.
+fn wipe(revealed: &mut gateway::RevealResponse) {
+    for value in &mut revealed.values {
+        value.value.zeroize();
+    }
+}
+
+/// The gateway's answers not yet delivered; whatever is left is wiped on drop.
+struct Unsent(std::vec::IntoIter<gateway::BatchRevealResult>);
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        for result in self.0.by_ref() {
+            if let Some(gateway::batch_reveal_result::Result::Revealed(mut revealed)) = result.result {
+                wipe(&mut revealed);
+            }
+        }
+    }
 }
 
 /// Why a message was not sent on this attempt.
