@@ -68,7 +68,10 @@ impl Error {
                 qupia_crypto::Error::UnknownKeyVersion(_) | qupia_crypto::Error::KeyVersionNotUsable { .. } => {
                     Code::FailedPrecondition
                 }
-                qupia_crypto::Error::Keyring(_) | qupia_crypto::Error::Malformed(_) => Code::Internal,
+                qupia_crypto::Error::Unavailable(_) => Code::Unavailable,
+                qupia_crypto::Error::Keyring(_)
+                | qupia_crypto::Error::Pkcs11(_)
+                | qupia_crypto::Error::Malformed(_) => Code::Internal,
             },
         }
     }
@@ -85,6 +88,10 @@ impl Error {
             Code::Unavailable if matches!(self, Error::Audit(_)) => {
                 tracing::error!(error = %self, "access log write failed: refusing the operation");
                 "the access log cannot be written; nothing was done or revealed".to_owned()
+            }
+            Code::Unavailable if matches!(self, Error::Keys(_)) => {
+                tracing::warn!(error = %self, "key provider unavailable");
+                "the key provider is unavailable; try again".to_owned()
             }
             Code::Unavailable => {
                 tracing::warn!(error = %self, "storage unavailable");

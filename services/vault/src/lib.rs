@@ -18,7 +18,7 @@ mod server;
 pub mod store;
 mod vault;
 
-pub use config::{Config, Limits};
+pub use config::{Config, KeyProviderConfig, Limits};
 pub use error::Error;
 pub use server::{ServeError, serve};
 pub use vault::Vault;

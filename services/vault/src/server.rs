@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use qupia_api::audit::v1::audit_service_server::AuditServiceServer;
 use qupia_api::vault::v1::vault_service_server::VaultServiceServer;
-use qupia_crypto::{KeyProvider, KeyState, Keyring};
+use qupia_crypto::{KeyState, KeyStore, Keyring, Pkcs11KeyStore};
+use qupia_ops::{Attempt, WaitError};
 use qupia_transport::{Admission, TlsMode};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -15,13 +16,13 @@ use crate::audit_api::AuditApi;
 use crate::grpc::VaultApi;
 use crate::store::Store;
 use crate::vault::Vault;
-use crate::{Config, Error};
+use crate::{Config, Error, KeyProviderConfig};
 
 /// Why the vault could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("failed to open the keyring: {0}")]
-    Keyring(#[from] qupia_crypto::Error),
+    #[error("failed to open the {provider} key provider: {error}")]
+    Keys { provider: &'static str, error: WaitError<qupia_crypto::Error> },
     #[error("failed to open the database: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("failed to set up TLS: {0}")]
@@ -48,14 +49,21 @@ pub async fn serve(
     if config.trusted_callers.is_empty() {
         return Err(ServeError::NoTrustedCallers);
     }
-    let keyring = Arc::new(Keyring::load_or_create(&config.keyring_path)?);
+    let keys =
+        open_keys(&config.keys).await.map_err(|error| ServeError::Keys { provider: config.keys.kind(), error })?;
     qupia_ops::wait_for_database(&config.database_url, config.ops.database_wait).await?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
-    tracing::info!(backend = ?store.backend(), kek_version = qupia_crypto::KeyProvider::current_version(keyring.as_ref()), "vault storage and keys ready");
+    tracing::info!(
+        backend = ?store.backend(),
+        key_provider = %keys.name(),
+        kek_version = keys.current_version(),
+        "vault storage and keys ready"
+    );
     let metrics = qupia_ops::Metrics::new();
     metrics.observe_pool(store.pool().clone());
-    metrics.set_key_versions(keyring.versions().into_iter().map(|(_, state)| key_state_label(state)));
-    let vault = Vault::new(store.clone(), keyring).with_metrics(metrics.clone());
+    metrics.set_key_provider(keys.name());
+    metrics.set_key_versions(keys.versions().into_iter().map(|(_, state)| key_state_label(state)));
+    let vault = Vault::new(store.clone(), keys).with_metrics(metrics.clone());
     let audit = AuditApi { ledger: vault.ledger().clone() };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -113,6 +121,37 @@ pub async fn serve(
     store.close().await;
     served?;
     Ok(())
+}
+
+/// Opens the configured key store. A PKCS#11 token that is not present yet is waited
+/// for, with the database's bounded retry; a wrong PIN or a missing module is reported at
+/// once (retrying a wrong PIN could lock the token).
+async fn open_keys(keys: &KeyProviderConfig) -> Result<Arc<dyn KeyStore>, WaitError<qupia_crypto::Error>> {
+    match keys {
+        KeyProviderConfig::Keyring { path } => {
+            let keyring = Keyring::load_or_create(path).map_err(WaitError::Failed)?;
+            Ok(Arc::new(keyring))
+        }
+        KeyProviderConfig::Pkcs11 { options, wait } => {
+            let what = format!("the PKCS#11 token '{}' (pkcs11_token_label)", options.token_label);
+            let store = qupia_ops::wait_until_ready(&what, *wait, || {
+                let options = options.clone();
+                async move {
+                    // PKCS#11 calls block; a network HSM may take a while to answer.
+                    match tokio::task::spawn_blocking(move || Pkcs11KeyStore::open(&options)).await {
+                        Ok(Ok(store)) => Attempt::Ready(store),
+                        Ok(Err(error @ qupia_crypto::Error::Unavailable(_))) => Attempt::NotYet(error),
+                        Ok(Err(error)) => Attempt::Failed(error),
+                        Err(panicked) => Attempt::Failed(qupia_crypto::Error::Pkcs11(format!(
+                            "opening the PKCS#11 token panicked: {panicked}"
+                        ))),
+                    }
+                }
+            })
+            .await?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// A key state as a metric label, spelled as in the keyring file.
