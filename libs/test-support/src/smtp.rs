@@ -18,8 +18,12 @@ pub const AIOSMTPD_VERSION: &str = "1.4.6";
 /// The server: accepts every message, parses it with Python's `email` package, and
 /// writes `<n>.json` (envelope, headers, decoded body, raw text) atomically.
 const SERVER: &str = r#"
-import asyncio, email, email.policy, json, os, sys
-from aiosmtpd.smtp import SMTP
+import asyncio, email, email.policy, json, os, ssl, sys
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+import logging
+# aiosmtpd itself still sets the deprecated Session.login_data on every login, and
+# warns about it in its own log.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 class Handler:
     def __init__(self, out):
@@ -32,6 +36,9 @@ class Handler:
         message = email.message_from_bytes(raw, policy=email.policy.default)
         body = message.get_body(preferencelist=("plain",))
         record = {
+            "tls": session.ssl is not None,
+            "login": session.auth_data.login.decode("utf-8", errors="replace")
+                if isinstance(session.auth_data, LoginPassword) else "",
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "from": str(message.get("From", "")),
@@ -47,11 +54,24 @@ class Handler:
         os.rename(tmp, os.path.join(self.out, "%06d.json" % self.count))
         return "250 Message accepted for delivery"
 
+def authenticator(login, password):
+    def check(server, session, envelope, mechanism, data):
+        ok = isinstance(data, LoginPassword) and data.login.decode() == login \
+            and data.password.decode() == password
+        return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+    return check
+
 async def main():
     handler = Handler(sys.argv[1])
+    options = {"enable_SMTPUTF8": True}
+    # argv: out-dir [cert key login password]: STARTTLS and AUTH both required.
+    if len(sys.argv) > 2:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(sys.argv[2], sys.argv[3])
+        options.update(tls_context=context, require_starttls=True, auth_required=True,
+                       authenticator=authenticator(sys.argv[4], sys.argv[5]))
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SMTP(handler, enable_SMTPUTF8=True), "127.0.0.1", 0)
+    server = await loop.create_server(lambda: SMTP(handler, **options), "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)
     # Stop when the test closes our stdin (or dies).
     await loop.run_in_executor(None, sys.stdin.read)
@@ -62,6 +82,10 @@ asyncio.run(main())
 /// One message the server received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMail {
+    /// Whether the session had switched to TLS (STARTTLS) before the message.
+    pub tls: bool,
+    /// The login the client authenticated with; empty without AUTH.
+    pub login: String,
     pub mail_from: String,
     pub rcpt_tos: Vec<String>,
     pub from: String,
@@ -81,12 +105,25 @@ pub struct SmtpServer {
 }
 
 impl SmtpServer {
-    /// Starts a server on a free port of 127.0.0.1.
+    /// Starts a plaintext server on a free port of 127.0.0.1.
     pub fn start() -> SmtpServer {
+        Self::spawn(None)
+    }
+
+    /// Starts a server that requires STARTTLS, presenting `tls`'s certificate, and
+    /// then AUTH with `login` and `password`.
+    pub fn start_tls(tls: &qupia_transport::TlsFiles, login: &str, password: &str) -> SmtpServer {
+        Self::spawn(Some((tls, login, password)))
+    }
+
+    fn spawn(secured: Option<(&qupia_transport::TlsFiles, &str, &str)>) -> SmtpServer {
         let python = python_with_aiosmtpd();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut command = Command::new(&python.interpreter);
         command.arg("-c").arg(SERVER).arg(dir.path());
+        if let Some((tls, login, password)) = secured {
+            command.arg(&tls.cert).arg(&tls.key).arg(login).arg(password);
+        }
         if let Some(path) = &python.pythonpath {
             command.env("PYTHONPATH", path);
         }
@@ -121,6 +158,8 @@ impl SmtpServer {
                 let value: serde_json::Value = serde_json::from_str(&text).expect("a JSON message record");
                 let text_of = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
                 ReceivedMail {
+                    tls: value["tls"].as_bool().unwrap_or(false),
+                    login: text_of("login"),
                     mail_from: text_of("mail_from"),
                     rcpt_tos: value["rcpt_tos"]
                         .as_array()

@@ -10,8 +10,9 @@ use std::time::Duration;
 use common::*;
 use qupia_api::marketing::v1::*;
 use qupia_api::types::v1::Purpose;
+use qupia_marketing::{EmailSender, SmtpConfig, SmtpCredentials, SmtpTls};
 use qupia_test_support::people::PEOPLE;
-use qupia_test_support::{Backend, MarketingSuite, SmtpServer, scan_database, scan_text, storage_test};
+use qupia_test_support::{Backend, MarketingSuite, SmtpServer, TestPki, scan_database, scan_text, storage_test};
 
 const SUBJECT: &str = "Spring courses, {{email}}";
 const BODY: &str = "Hello {{ email }}!\nNew courses start in March.\nUnsubscribe: {{unsubscribe}}\n";
@@ -79,6 +80,44 @@ async fn consent_decides_delivery(backend: Backend) {
     let leaks = scan_text("logs", &log_text(), &needles);
     assert!(leaks.is_empty(), "personal data in the logs: {leaks:?}");
 }
+
+storage_test!(smtp_relay_with_starttls_and_login, starttls_relay);
+async fn starttls_relay(backend: Backend) {
+    captured_logs();
+    // The relay's certificate comes from a CA of its own, trusted through smtp_ca; the
+    // relay requires STARTTLS and then a login.
+    let relay_pki = TestPki::named("SMTP relay test CA");
+    let relay_tls = relay_pki.service("smtp");
+    let smtp = SmtpServer::start_tls(&relay_tls, "news", RELAY_PASSWORD);
+    let suite = MarketingSuite::start_with(backend, |config| {
+        config.email_sender = EmailSender::Smtp(SmtpConfig {
+            host: "localhost".into(),
+            port: smtp.port,
+            tls: SmtpTls::StartTls,
+            credentials: Some(SmtpCredentials { username: "news".into(), password: RELAY_PASSWORD.to_owned().into() }),
+            from: "news@edustream.kz".into(),
+            ca: Some(relay_tls.ca.clone()),
+            timeout: Duration::from_secs(10),
+        });
+    })
+    .await;
+    let token = suite.register(person(1)).await;
+    suite.grant(&token, Purpose::Advertising).await;
+    let audience = create_audience(&suite, "One", std::slice::from_ref(&token)).await;
+    let campaign = create_campaign(&suite, &audience.id, Channel::Email, "Hi", "Hello {{email}}").await;
+    let (_, counters) = send_and_wait(&suite, &campaign.id).await;
+    assert_eq!((counters.sent, counters.failed), (1, 0));
+    let mail = smtp.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].tls, "the message went over TLS");
+    assert_eq!(mail[0].login, "news", "after logging in");
+    assert_eq!(mail[0].rcpt_tos, vec![PEOPLE[1].3.to_owned()]);
+    let mut needles = needles();
+    needles.push(RELAY_PASSWORD);
+    assert!(scan_text("logs", &log_text(), &needles).is_empty(), "no address or password in the logs");
+}
+
+const RELAY_PASSWORD: &str = "relay-pass-2026";
 
 storage_test!(withdrawal_after_queueing_stops_the_message, withdrawal_between_queue_and_delivery);
 async fn withdrawal_between_queue_and_delivery(backend: Backend) {
