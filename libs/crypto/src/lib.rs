@@ -20,7 +20,7 @@ mod testing;
 mod token;
 
 pub use blind_index::BlindIndexKey;
-pub use dek::{DataKey, slot_aad};
+pub use dek::{DataKey, chunk_aad, slot_aad};
 pub use error::Error;
 pub use keyring::Keyring;
 pub use pkcs11::{Pkcs11KeyStore, Pkcs11Options};

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use qupia_api::vault::v1::vault_document_service_client::VaultDocumentServiceClient;
 use qupia_api::vault::v1::vault_service_client::VaultServiceClient;
+use qupia_api::vault::v1::vault_statistics_service_client::VaultStatisticsServiceClient;
 use qupia_crypto::Pkcs11Options;
 use qupia_transport::{ServiceIdentity, TlsFiles, TlsMode};
 use qupia_vault::{Config, KeyProviderConfig, Limits};
@@ -246,6 +248,18 @@ impl VaultHarness {
     /// A client with the gateway's identity: the one the vault trusts.
     pub async fn gateway(&self) -> VaultServiceClient<Channel> {
         self.client_as("gateway").await
+    }
+
+    /// The document service, as `spiffe://qupia/ns/default/sa/<service>`.
+    pub async fn documents_as(&self, service: &str) -> VaultDocumentServiceClient<Channel> {
+        let files = self.pki.service(service);
+        VaultDocumentServiceClient::new(connect(self.addr, &files, "vault").await.expect("connect to the vault"))
+    }
+
+    /// The statistics service, as `spiffe://qupia/ns/default/sa/<service>`.
+    pub async fn statistics_as(&self, service: &str) -> VaultStatisticsServiceClient<Channel> {
+        let files = self.pki.service(service);
+        VaultStatisticsServiceClient::new(connect(self.addr, &files, "vault").await.expect("connect to the vault"))
     }
 }
 

@@ -14,11 +14,28 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// The most items in one batch call.
     pub max_batch_items: usize,
+    /// The largest document accepted, in bytes of content; an upload is refused as
+    /// soon as it passes this. Each message of an upload is still at most
+    /// `max_request_bytes`.
+    pub max_document_bytes: u64,
+    /// The most people one aggregate counts (its request may exceed
+    /// `max_request_bytes`, up to this many subjects).
+    pub max_aggregate_subjects: usize,
+}
+
+impl Limits {
+    /// 20 MiB: a scan of an identity document at a readable resolution, with room.
+    pub const DEFAULT_MAX_DOCUMENT_BYTES: u64 = 20 * 1024 * 1024;
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_request_bytes: 1024 * 1024, max_batch_items: 1000 }
+        Limits {
+            max_request_bytes: 1024 * 1024,
+            max_batch_items: 1000,
+            max_document_bytes: Limits::DEFAULT_MAX_DOCUMENT_BYTES,
+            max_aggregate_subjects: 100_000,
+        }
     }
 }
 

@@ -32,6 +32,10 @@ pub enum Error {
     /// The key provider failed.
     #[error("key provider failed: {0}")]
     Keys(qupia_crypto::Error),
+    /// The caller's request stream broke off (cancelled, reset, undecodable): what it
+    /// had sent is dropped, nothing stored.
+    #[error("the request stream failed: {}", .0.message())]
+    Stream(Status),
 }
 
 impl Error {
@@ -73,6 +77,7 @@ impl Error {
                 | qupia_crypto::Error::Pkcs11(_)
                 | qupia_crypto::Error::Malformed(_) => Code::Internal,
             },
+            Error::Stream(status) => status.code(),
         }
     }
 

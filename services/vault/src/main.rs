@@ -91,6 +91,12 @@ struct Args {
     /// Seconds start-up waits for the database to accept connections.
     #[arg(long, env = "QUPIA_VAULT_DATABASE_WAIT_SECS", default_value_t = 30.0)]
     database_wait_secs: f64,
+    /// The largest document stored, in bytes; an upload is refused as soon as it passes it.
+    #[arg(long, env = "QUPIA_VAULT_MAX_DOCUMENT_BYTES", default_value_t = Limits::DEFAULT_MAX_DOCUMENT_BYTES)]
+    max_document_bytes: u64,
+    /// The most people one statistics aggregate counts.
+    #[arg(long, env = "QUPIA_VAULT_MAX_AGGREGATE_SUBJECTS", default_value_t = 100_000)]
+    max_aggregate_subjects: usize,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "QUPIA_LOG_JSON")]
     log_json: bool,
@@ -115,7 +121,11 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         keys: key_provider(args)?,
         tls,
         trusted_callers,
-        limits: Limits::default(),
+        limits: Limits {
+            max_document_bytes: args.max_document_bytes,
+            max_aggregate_subjects: args.max_aggregate_subjects,
+            ..Limits::default()
+        },
         ops: ops_options(args)?,
     })
 }

@@ -4,7 +4,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use qupia_api::audit::v1::audit_service_server::AuditServiceServer;
+use qupia_api::vault::v1::vault_document_service_server::VaultDocumentServiceServer;
 use qupia_api::vault::v1::vault_service_server::VaultServiceServer;
+use qupia_api::vault::v1::vault_statistics_service_server::VaultStatisticsServiceServer;
 use qupia_crypto::{KeyState, KeyStore, Keyring, Pkcs11KeyStore};
 use qupia_ops::{Attempt, WaitError};
 use qupia_transport::{Admission, TlsMode};
@@ -13,7 +15,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::audit_api::AuditApi;
+use crate::documents_api::DocumentApi;
 use crate::grpc::VaultApi;
+use crate::statistics_api::{MAX_SUBJECT_BYTES, StatisticsApi};
 use crate::store::Store;
 use crate::vault::Vault;
 use crate::{Config, Error, KeyProviderConfig};
@@ -69,6 +73,8 @@ pub async fn serve(
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let lifecycle = qupia_ops::Lifecycle::new(health_reporter);
     lifecycle.serving::<VaultServiceServer<VaultApi>>().await;
+    lifecycle.serving::<VaultDocumentServiceServer<DocumentApi>>().await;
+    lifecycle.serving::<VaultStatisticsServiceServer<StatisticsApi>>().await;
     // Up before the gRPC port serves, so probes and scrapes see the whole start-up.
     let _ops_server = qupia_ops::OpsServer::start(&config.ops, metrics.clone(), lifecycle.clone()).await?;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -80,6 +86,22 @@ pub async fn serve(
         TlsMode::InsecureDev { assumed_caller } => Some(assumed_caller.clone()),
         TlsMode::Mtls(_) => None,
     };
+    let documents = tonic::service::interceptor::InterceptedService::new(
+        VaultDocumentServiceServer::new(DocumentApi::new(vault.clone(), config.limits))
+            // Documents arrive as a stream of messages, each held to the request limit in
+            // `documents_api.rs`; the whole document to `max_document_bytes` as it comes.
+            .max_decoding_message_size(config.limits.max_request_bytes.saturating_mul(4)),
+        qupia_transport::admit(Admission::Only(config.trusted_callers.clone().into()), insecure_dev.clone(), "vault"),
+    );
+    let statistics = tonic::service::interceptor::InterceptedService::new(
+        VaultStatisticsServiceServer::new(StatisticsApi::new(vault.clone(), config.limits))
+            // One subject per person counted: the cap follows the subject limit, which
+            // `statistics_api.rs` reports clearly.
+            .max_decoding_message_size(
+                config.limits.max_aggregate_subjects.saturating_add(1).saturating_mul(MAX_SUBJECT_BYTES),
+            ),
+        qupia_transport::admit(Admission::Only(config.trusted_callers.clone().into()), insecure_dev.clone(), "vault"),
+    );
     let api = tonic::service::interceptor::InterceptedService::new(
         VaultServiceServer::new(VaultApi::new(vault, config.limits))
             // Transport-level cap for memory safety; the smaller, clearly reported
@@ -114,6 +136,8 @@ pub async fn serve(
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(api)
+                .add_service(documents)
+                .add_service(statistics)
                 .add_service(audit)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting)
         })

@@ -15,6 +15,12 @@ use crate::Error;
 use crate::model::{FieldUpdate, LookupKey, Person};
 use crate::store::{IndexEntry, Inserted, NewPerson, PersonKey, PersonRecord, Store, StoredField};
 
+mod aggregate;
+mod documents;
+
+pub use aggregate::AggregateSubject;
+pub use documents::{DocumentInfo, UploadHeader};
+
 /// Who an operation is for and why, as the access log records it. The vault trusts
 /// these only from the gateway, which decided them.
 #[derive(Debug, Clone, Default)]
@@ -321,8 +327,12 @@ impl Vault {
     }
 
     fn unwrap_dek(&self, record: &PersonRecord) -> Result<DataKey, Error> {
-        let wrapped = WrappedKey { kek_version: record.key.kek_version, bytes: record.key.dek_wrapped.clone() };
-        Ok(self.kek().unwrap(&wrapped, &record.person_id)?)
+        self.unwrap_key(&record.person_id, &record.key)
+    }
+
+    fn unwrap_key(&self, person_id: &[u8; 16], key: &PersonKey) -> Result<DataKey, Error> {
+        let wrapped = WrappedKey { kek_version: key.kek_version, bytes: key.dek_wrapped.clone() };
+        Ok(self.kek().unwrap(&wrapped, person_id)?)
     }
 
     /// The person tokens of an e-mail or phone, through every index-key version in use.
