@@ -9,11 +9,13 @@ const PROTOS: &[&str] = &[
     "qupia/vault/v1/documents.proto",
     "qupia/vault/v1/statistics.proto",
     "qupia/audit/v1/audit.proto",
+    "qupia/keys/v1/keys.proto",
     "qupia/gateway/v1/gateway.proto",
     "qupia/gateway/v1/documents.proto",
     "qupia/gateway/v1/statistics.proto",
     "qupia/gateway/v1/access_history.proto",
     "qupia/accounts/v1/accounts.proto",
+    "qupia/marketing/v1/marketing.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

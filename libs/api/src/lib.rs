@@ -32,6 +32,15 @@ pub mod audit {
     }
 }
 
+/// Key administration, served by the vault (to the gateway) and the gateway (to the
+/// security team).
+pub mod keys {
+    #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("qupia.keys.v1");
+    }
+}
+
 /// The gateway: the API internal services call.
 pub mod gateway {
     #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
@@ -45,6 +54,14 @@ pub mod accounts {
     #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
     pub mod v1 {
         tonic::include_proto!("qupia.accounts.v1");
+    }
+}
+
+/// The marketing service: audiences, campaigns and statistics over tokens.
+pub mod marketing {
+    #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("qupia.marketing.v1");
     }
 }
 

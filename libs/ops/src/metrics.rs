@@ -39,8 +39,20 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    channel: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
+}
+
+/// A key version number (never key material).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: u32,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +81,32 @@ impl DecisionResult {
     }
 }
 
+/// What became of one attempt to deliver a campaign message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageOutcome {
+    Sent,
+    /// Not sent: the person has no active consent for the purpose.
+    SkippedNoConsent,
+    /// Not sent: the person was erased.
+    SkippedErased,
+    /// Not sent, for good: out of attempts, or refused permanently.
+    Failed,
+    /// Not sent yet: a transient failure, to be tried again.
+    Retried,
+}
+
+impl MessageOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageOutcome::Sent => "sent",
+            MessageOutcome::SkippedNoConsent => "skipped_no_consent",
+            MessageOutcome::SkippedErased => "skipped_erased",
+            MessageOutcome::Failed => "failed",
+            MessageOutcome::Retried => "retried",
+        }
+    }
+}
+
 /// Whether a data key came from the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheResult {
@@ -88,11 +126,15 @@ struct Inner {
     grpc_requests: Family<CallLabels, Counter>,
     grpc_duration: Family<RouteLabels, Histogram>,
     decisions: Family<DecisionLabels, Counter>,
+    messages: Family<MessageLabels, Counter>,
     audit_write: Histogram,
     dek_cache: Family<ResultLabels, Counter>,
     key_versions: Family<StateLabels, Gauge>,
     key_provider: Family<ProviderLabels, Gauge>,
     rewrap_progress: Gauge<f64, AtomicU64>,
+    reindex_progress: Gauge<f64, AtomicU64>,
+    kek_encryptions: Family<VersionLabels, Gauge>,
+    kek_encryption_alarm: Family<VersionLabels, Gauge>,
     pool_connections: Family<StateLabels, Gauge>,
     pool_max: Gauge,
     /// The pool sampled on each scrape.
@@ -129,6 +171,12 @@ impl Metrics {
         );
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register("qupia_decisions", "Reveal and lookup decisions, by purpose and result", decisions.clone());
+        let messages = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "qupia_marketing_messages",
+            "Campaign message delivery attempts, by channel and outcome",
+            messages.clone(),
+        );
         let audit_write = Histogram::new(latency_buckets());
         registry.register("qupia_audit_write_seconds", "Time to append entries to the access log", audit_write.clone());
         let dek_cache = Family::<ResultLabels, Counter>::default();
@@ -147,6 +195,24 @@ impl Metrics {
             "Share of data keys wrapped by the current key-encryption key during a rewrap",
             rewrap_progress.clone(),
         );
+        let reindex_progress = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "qupia_reindex_progress_ratio",
+            "Share of people indexed under the current blind-index key during a reindex",
+            reindex_progress.clone(),
+        );
+        let kek_encryptions = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "qupia_kek_encryptions",
+            "Encryptions (wraps) counted under each key-encryption-key version",
+            kek_encryptions.clone(),
+        );
+        let kek_encryption_alarm = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "qupia_kek_encryption_alarm",
+            "1 when a key-encryption-key version reached its encryption alarm threshold: rotate it",
+            kek_encryption_alarm.clone(),
+        );
         let pool_connections = Family::<StateLabels, Gauge>::default();
         registry.register(
             "qupia_db_pool_connections",
@@ -161,11 +227,15 @@ impl Metrics {
                 grpc_requests,
                 grpc_duration,
                 decisions,
+                messages,
                 audit_write,
                 dek_cache,
                 key_versions,
                 key_provider,
                 rewrap_progress,
+                reindex_progress,
+                kek_encryptions,
+                kek_encryption_alarm,
                 pool_connections,
                 pool_max,
                 pool: Mutex::new(None),
@@ -189,6 +259,11 @@ impl Metrics {
     /// Counts one decision; `purpose` is the purpose's wire name.
     pub fn decision(&self, purpose: &'static str, result: DecisionResult) {
         self.inner.decisions.get_or_create(&DecisionLabels { purpose, result: result.as_str() }).inc();
+    }
+
+    /// Counts one delivery attempt of a campaign message; `channel` is `email` or `sms`.
+    pub fn message(&self, channel: &'static str, outcome: MessageOutcome) {
+        self.inner.messages.get_or_create(&MessageLabels { channel, outcome: outcome.as_str() }).inc();
     }
 
     /// Records how long one access-log append took.
@@ -221,6 +296,22 @@ impl Metrics {
     /// Sets the rewrap progress, from 0 to 1.
     pub fn set_rewrap_progress(&self, ratio: f64) {
         self.inner.rewrap_progress.set(ratio.clamp(0.0, 1.0));
+    }
+
+    /// Sets the reindex progress, from 0 to 1.
+    pub fn set_reindex_progress(&self, ratio: f64) {
+        self.inner.reindex_progress.set(ratio.clamp(0.0, 1.0));
+    }
+
+    /// Sets the encryptions counted under a KEK version.
+    pub fn set_kek_encryptions(&self, version: u32, encryptions: u64) {
+        let value = i64::try_from(encryptions).unwrap_or(i64::MAX);
+        self.inner.kek_encryptions.get_or_create(&VersionLabels { version }).set(value);
+    }
+
+    /// Raises (or clears) the encryption alarm of a KEK version.
+    pub fn set_kek_encryption_alarm(&self, version: u32, raised: bool) {
+        self.inner.kek_encryption_alarm.get_or_create(&VersionLabels { version }).set(i64::from(raised));
     }
 
     /// Samples `pool` on every scrape.
@@ -257,9 +348,13 @@ mod tests {
         let metrics = Metrics::new();
         metrics.decision("service_delivery", DecisionResult::Allowed);
         metrics.audit_write(Duration::from_millis(3));
+        metrics.message("email", MessageOutcome::SkippedNoConsent);
         metrics.dek_cache(CacheResult::Miss);
         metrics.set_key_versions(["active", "decrypt_only"]);
         metrics.set_rewrap_progress(0.5);
+        metrics.set_reindex_progress(0.25);
+        metrics.set_kek_encryptions(2, 17);
+        metrics.set_kek_encryption_alarm(2, true);
         metrics.set_key_provider("keyring-file");
         metrics.set_key_provider("pkcs11");
         metrics.record_call("qupia.vault.v1.VaultService", "Tokenize", "OK", Duration::from_millis(2));
@@ -267,9 +362,13 @@ mod tests {
         for expected in [
             "qupia_decisions_total{purpose=\"service_delivery\",result=\"allowed\"} 1",
             "qupia_audit_write_seconds_count 1",
+            "qupia_marketing_messages_total{channel=\"email\",outcome=\"skipped_no_consent\"} 1",
             "qupia_dek_cache_total{result=\"miss\"} 1",
             "qupia_key_versions{state=\"active\"} 1",
             "qupia_rewrap_progress_ratio 0.5",
+            "qupia_reindex_progress_ratio 0.25",
+            "qupia_kek_encryptions{version=\"2\"} 17",
+            "qupia_kek_encryption_alarm{version=\"2\"} 1",
             "qupia_key_provider{provider=\"pkcs11\"} 1",
             "grpc_server_requests_total{service=\"qupia.vault.v1.VaultService\",method=\"Tokenize\",code=\"OK\"} 1",
             "grpc_server_request_duration_seconds_count{service=\"qupia.vault.v1.VaultService\",method=\"Tokenize\"} 1",

@@ -1,5 +1,6 @@
-//! Connecting to the gateway, or to the accounts service, with an identity: the
-//! development certificates of any service (`--as accounts`), or the operator's own files.
+//! Connecting to the gateway, the accounts service or the marketing service with an
+//! identity: the development certificates of any service (`--as accounts`), or the
+//! operator's own files.
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +17,11 @@ pub struct Connection {
     #[arg(long, global = true, env = "QUPIA_GATEWAY_ADDR", default_value = "127.0.0.1:7102")]
     pub gateway: String,
     /// The accounts service's address (for `account …`).
-    #[arg(long = "accounts-addr", global = true, env = "QUPIA_ACCOUNTS_ADDR", default_value = "127.0.0.1:7103")]
-    pub accounts: String,
+    #[arg(long, global = true, env = "QUPIA_ACCOUNTS_ADDR", default_value = "127.0.0.1:7103")]
+    pub accounts_addr: String,
+    /// The marketing service's address.
+    #[arg(long, global = true, env = "QUPIA_MARKETING_ADDR", default_value = "127.0.0.1:7104")]
+    pub marketing_addr: String,
     /// Call as this service, with its certificate from the development directory.
     #[arg(long = "as", global = true, env = "QUPIA_AS", default_value = "qupiactl")]
     pub identity: String,
@@ -38,7 +42,12 @@ impl Connection {
 
     /// A channel to the accounts service.
     pub async fn accounts_channel(&self, dev_dir: &Path) -> anyhow::Result<Channel> {
-        self.connect(dev_dir, &self.accounts, "accounts", "the accounts service").await
+        self.connect(dev_dir, &self.accounts_addr, "accounts", "the accounts service").await
+    }
+
+    /// A channel to the marketing service.
+    pub async fn marketing_channel(&self, dev_dir: &Path) -> anyhow::Result<Channel> {
+        self.connect(dev_dir, &self.marketing_addr, "marketing", "the marketing service").await
     }
 
     /// Connects to `addr` (`what`), whose certificate must carry the DNS name `server_name`.

@@ -50,15 +50,16 @@ fn sqlite_url(path: &Path) -> anyhow::Result<String> {
     Ok(format!("sqlite://{}?mode=rwc", absolute.display()))
 }
 
-/// Runs a dev command; the accounts service listens where `--accounts-addr` (the
-/// address the `account` commands call) says.
-pub async fn run(command: DevCommand, dev_dir: &Path, accounts_addr: &str) -> anyhow::Result<()> {
+/// Where the suite's accounts and marketing services listen is where the `account` and
+/// `marketing` commands look for them: the global `--accounts-addr` and `--marketing-addr`.
+pub async fn run(command: DevCommand, dev_dir: &Path, accounts_addr: &str, marketing_addr: &str) -> anyhow::Result<()> {
+    let accounts_addr: SocketAddr =
+        accounts_addr.parse().map_err(|_| anyhow::anyhow!("accounts_addr: is not an address (host:port)"))?;
+    let marketing_addr: SocketAddr =
+        marketing_addr.parse().map_err(|_| anyhow::anyhow!("marketing_addr: is not an address (host:port)"))?;
     match command {
         DevCommand::Up { vault_addr, gateway_addr } => {
-            let accounts_addr = accounts_addr
-                .parse()
-                .map_err(|_| anyhow::anyhow!("accounts-addr: must be an IP address and port to listen on"))?;
-            up(dev_dir, vault_addr, gateway_addr, accounts_addr).await
+            up(dev_dir, vault_addr, gateway_addr, accounts_addr, marketing_addr).await
         }
     }
 }
@@ -76,6 +77,7 @@ async fn up(
     vault_addr: SocketAddr,
     gateway_addr: SocketAddr,
     accounts_addr: SocketAddr,
+    marketing_addr: SocketAddr,
 ) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -94,6 +96,9 @@ async fn up(
         trusted_callers: vec![ServiceIdentity::for_service("default", "gateway")],
         limits: qupia_vault::Limits::default(),
         ops: dev_ops(),
+        // Beside the keyring, apart from the vault database.
+        erasure_ledger_url: None,
+        key_lifecycle: qupia_vault::KeyLifecycleOptions::default(),
     };
     let mut gateway_config = qupia_gateway::Config::new(
         sqlite_url(&dev_dir.join("gateway.db"))?,
@@ -107,12 +112,21 @@ async fn up(
         gateway_addr.to_string(),
     );
     accounts_config.ops = dev_ops();
+    // Messages go to the log (campaign, person token, channel; never an address).
+    let mut marketing_config = qupia_marketing::Config::new(
+        sqlite_url(&dev_dir.join("marketing.db"))?,
+        TlsMode::Mtls(tls_files(dev_dir, "marketing")),
+        gateway_addr.to_string(),
+    );
+    marketing_config.ops = dev_ops();
     let vault_listener =
         tokio::net::TcpListener::bind(vault_addr).await.with_context(|| format!("listen on {vault_addr}"))?;
     let gateway_listener =
         tokio::net::TcpListener::bind(gateway_addr).await.with_context(|| format!("listen on {gateway_addr}"))?;
     let accounts_listener =
         tokio::net::TcpListener::bind(accounts_addr).await.with_context(|| format!("listen on {accounts_addr}"))?;
+    let marketing_listener =
+        tokio::net::TcpListener::bind(marketing_addr).await.with_context(|| format!("listen on {marketing_addr}"))?;
 
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
@@ -124,12 +138,14 @@ async fn up(
     let vault = tokio::spawn(qupia_vault::serve(vault_config, vault_listener, stopped(&stop)));
     let gateway = tokio::spawn(qupia_gateway::serve(gateway_config, gateway_listener, stopped(&stop)));
     let accounts = tokio::spawn(qupia_accounts::serve(accounts_config, accounts_listener, stopped(&stop)));
+    let marketing = tokio::spawn(qupia_marketing::serve(marketing_config, marketing_listener, stopped(&stop)));
     publish_first_version(dev_dir, gateway_addr).await?;
 
     println!("Qupia development suite (SQLite, mTLS with a development CA)");
     println!("  accounts   https://{accounts_addr}   ← the web front end calls this (`qupiactl account …`)");
     println!("  gateway    https://{gateway_addr}   ← internal services call this");
     println!("  vault      https://{vault_addr}   (answers the gateway only)");
+    println!("  marketing  https://{marketing_addr}   (qupiactl marketing …; messages go to the log)");
     println!("  files      {}", dev_dir.display());
     println!("Press Ctrl-C to stop.");
 
@@ -138,6 +154,7 @@ async fn up(
         outcome = vault => anyhow::bail!("the vault stopped: {outcome:?}"),
         outcome = gateway => anyhow::bail!("the gateway stopped: {outcome:?}"),
         outcome = accounts => anyhow::bail!("the accounts service stopped: {outcome:?}"),
+        outcome = marketing => anyhow::bail!("the marketing service stopped: {outcome:?}"),
     }
     let _ = stop.send(());
     Ok(())

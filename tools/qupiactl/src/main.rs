@@ -1,14 +1,18 @@
 //! `qupiactl`: runs the whole suite on a laptop (`dev up`) and operates it: accounts,
-//! people, documents, consents, statistics, the purpose policy and the access log.
+//! people, documents, consents, statistics, the purpose policy, the access log, the
+//! keys, and marketing's audiences and campaigns.
 //!
 //! Exit codes: 0 success; 1 a check failed (e.g. `audit verify` found the log
-//! broken); 2 the command could not be carried out (bad arguments, a refused call).
+//! broken, `keys status --check` found an encryption alarm); 2 the command could not
+//! be carried out (bad arguments, a refused call).
 
 mod account_cmd;
 mod audit_cmd;
 mod client;
 mod dev;
 mod document_cmd;
+mod keys_cmd;
+mod marketing_cmd;
 mod person_cmd;
 mod policy_cmd;
 mod stats_cmd;
@@ -75,26 +79,41 @@ enum Command {
         #[command(subcommand)]
         command: audit_cmd::AuditCommand,
     },
+    /// Rotate, rewrap, retire and destroy keys; rotate the blind-index key.
+    Keys {
+        #[command(subcommand)]
+        command: keys_cmd::KeysCommand,
+    },
+    /// Audiences, campaigns and statistics in the marketing service.
+    Marketing {
+        #[command(subcommand)]
+        command: marketing_cmd::MarketingCommand,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Command::Dev { command } = cli.command {
-        dev::run(command, &cli.dev_dir, &cli.connection.accounts).await?;
+        dev::run(command, &cli.dev_dir, &cli.connection.accounts_addr, &cli.connection.marketing_addr).await?;
         return Ok(true);
     }
     if let Command::Account { command } = cli.command {
         account_cmd::run(command, &cli.connection, &cli.dev_dir, cli.json).await?;
         return Ok(true);
     }
+    if let Command::Marketing { command } = cli.command {
+        let channel = cli.connection.marketing_channel(&cli.dev_dir).await?;
+        return marketing_cmd::run(command, channel, cli.json).await.map(|()| true);
+    }
     let channel = cli.connection.channel(&cli.dev_dir).await?;
     match cli.command {
-        Command::Dev { .. } | Command::Account { .. } => Ok(true),
+        Command::Dev { .. } | Command::Account { .. } | Command::Marketing { .. } => Ok(true),
         Command::Person { command } => person_cmd::run_person(command, channel, cli.json).await.map(|()| true),
         Command::Document { command } => document_cmd::run(command, channel, cli.json).await.map(|()| true),
         Command::Stats { command } => stats_cmd::run(command, channel, cli.json).await.map(|()| true),
         Command::Consent { command } => person_cmd::run_consent(command, channel, cli.json).await.map(|()| true),
         Command::Policy { command } => policy_cmd::run(command, channel, cli.json).await.map(|()| true),
         Command::Audit { command } => audit_cmd::run(command, channel, cli.json).await,
+        Command::Keys { command } => keys_cmd::run(command, channel, cli.json).await,
     }
 }
 
