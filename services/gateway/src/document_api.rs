@@ -154,6 +154,10 @@ impl DocumentApi {
                 }
             }
         }
+        // The caller's stream ended cleanly: only now is the upload complete. A failure
+        // above never reaches this, so the vault stores nothing without it.
+        let end = Some(vault::upload_document_request::Part::End(vault::DocumentUploadEnd {}));
+        let _ = outbound.send(vault::UploadDocumentRequest { part: end, access: access.take() }).await;
         Ok(())
     }
 

@@ -68,13 +68,18 @@ impl DocumentApi {
         let access = access_record(caller, first.access.as_ref(), false)?;
         let header = match first.part {
             Some(proto::upload_document_request::Part::Header(header)) => self.header(header)?,
-            Some(proto::upload_document_request::Part::Chunk(_)) | None => {
+            Some(proto::upload_document_request::Part::Chunk(_) | proto::upload_document_request::Part::End(_))
+            | None => {
                 return Err(Error::invalid("header", "must be the first message"));
             }
         };
         let mut upload = self.vault.begin_upload(header, self.limits.max_document_bytes).await?;
+        let mut ended = false;
         while let Some(message) = stream.message().await.map_err(Error::Stream)? {
             self.check_size(&message)?;
+            if ended {
+                return Err(Error::invalid("end", "must be the last message"));
+            }
             if message.access.is_some()
                 && !matches!(message.part, Some(proto::upload_document_request::Part::Header(_)))
             {
@@ -90,11 +95,17 @@ impl DocumentApi {
                 Some(proto::upload_document_request::Part::Header(_)) => {
                     return Err(Error::invalid("header", "must be sent once, in the first message"));
                 }
+                Some(proto::upload_document_request::Part::End(_)) => ended = true,
                 // An empty message is refused rather than skipped: a forwarder whose own
                 // caller's stream broke sends one, so a cut-off upload can never end
                 // as a shorter, valid-looking document.
                 None => return Err(Error::invalid("chunk", "is required in every message after the header")),
             }
+        }
+        // Only an explicit end mark completes an upload: the end of the stream alone
+        // may be a forwarder giving up half-way.
+        if !ended {
+            return Err(Error::invalid("end", "the upload ended without its end mark; nothing was stored"));
         }
         let sealed = upload.finish()?;
         self.vault.store_document(&access, sealed).await

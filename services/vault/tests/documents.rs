@@ -92,6 +92,10 @@ fn header(person: &str, kind: DocumentKind, declared_type: DocumentType, declare
     }
 }
 
+fn end() -> UploadDocumentRequest {
+    UploadDocumentRequest { part: Some(upload_document_request::Part::End(DocumentUploadEnd {})), access: None }
+}
+
 fn chunk(bytes: &[u8]) -> UploadDocumentRequest {
     UploadDocumentRequest { part: Some(upload_document_request::Part::Chunk(bytes.to_vec())), access: None }
 }
@@ -107,6 +111,12 @@ async fn upload(
     client: &mut VaultDocumentServiceClient<Channel>,
     messages: Vec<UploadDocumentRequest>,
 ) -> Result<DocumentInfo, tonic::Status> {
+    let mut messages = messages;
+    // Every well-formed upload ends with its end mark; a test of a missing mark calls
+    // the client directly.
+    if !messages.is_empty() {
+        messages.push(end());
+    }
     let response = client.upload_document(tokio_stream::iter(messages)).await?.into_inner();
     Ok(response.document.expect("a stored document is described"))
 }
@@ -412,6 +422,16 @@ async fn bad_uploads(backend: Backend) {
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
         assert!(err.message().starts_with(expected), "{what}: {}", err.message());
     }
+    // A stream that ends without its end mark (a forwarder whose caller broke off) is
+    // not a shorter document; a message after the mark is refused too.
+    let cut_off = messages(&owner, DocumentType::Pdf, &scan, 10_000);
+    let err = client.upload_document(tokio_stream::iter(cut_off)).await.expect_err("no end mark");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("end: the upload ended without its end mark"), "{}", err.message());
+    let mut after_end = messages(&owner, DocumentType::Pdf, &scan, 10_000);
+    after_end.insert(2, end());
+    let err = upload(&mut client, after_end).await.expect_err("a chunk after the end mark");
+    assert!(err.message().starts_with("end: must be the last message"), "{}", err.message());
 
     // Exactly at the limit is accepted; nothing else was stored.
     let at_limit = pdf(limit as usize);

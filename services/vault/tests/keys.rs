@@ -513,6 +513,7 @@ async fn erasure_survives_restore(backend: Backend) {
             }),
         },
         UploadDocumentRequest { part: Some(upload_document_request::Part::Chunk(scan)), access: None },
+        UploadDocumentRequest { part: Some(upload_document_request::Part::End(DocumentUploadEnd {})), access: None },
     ];
     vault.documents_as("gateway").await.upload_document(tokio_stream::iter(upload)).await.expect("upload a scan");
     drop(client);
