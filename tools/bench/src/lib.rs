@@ -68,11 +68,20 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let databases = Databases::create(&plan.postgres, &run_id).await?;
     let dir = tempfile::Builder::new().prefix("qupia-bench-").tempdir().context("create the run directory")?;
 
-    let outcome = run_on(&plan, &binaries, &databases, dir.path(), &run_id).await;
+    // Ctrl-C stops the run but not the clean-up: the services are killed with the
+    // run's future, and the databases are dropped below.
+    let outcome = tokio::select! {
+        outcome = run_on(&plan, &binaries, &databases, dir.path(), &run_id) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
 
-    if plan.keep {
+    if plan.keep || outcome.is_err() {
+        // The services' logs say why a run failed; they hold no personal data.
         let kept = dir.keep();
-        progress!("kept {} and the databases {}", kept.display(), databases.names().join(", "));
+        progress!("kept the certificates, keyring and service logs in {}", kept.display());
+    }
+    if plan.keep {
+        progress!("kept the databases {}", databases.names().join(", "));
     } else if let Err(err) = databases.drop_all().await {
         progress!("warning: the run's databases were not all dropped: {err:#}");
     }
@@ -117,7 +126,7 @@ async fn run_on(
             load_average_at_start,
             load_average_at_end: load_average(),
             postgres_version: databases.server_version.clone(),
-            synchronous_commit: databases.synchronous_commit.clone(),
+            postgres_settings: databases.settings.clone(),
             pool_size: plan.pool_size,
         },
         preload,

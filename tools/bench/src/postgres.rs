@@ -2,6 +2,7 @@
 //! the baseline, each owned by a role of its own without superuser rights (as in
 //! production), created fresh for the run and dropped after it.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use anyhow::Context;
@@ -22,10 +23,16 @@ pub struct Databases {
     pub vault: Database,
     pub gateway: Database,
     pub baseline: Database,
-    /// What the server is, for the report.
+    /// What the server is and how it is set, for the report.
     pub server_version: String,
-    pub synchronous_commit: String,
+    pub settings: BTreeMap<String, String>,
 }
+
+/// The server settings that decide what a commit costs and what the planner knows,
+/// reported with every run.
+const REPORTED_SETTINGS: &str = "SELECT name, setting || COALESCE(unit, '') AS value FROM pg_settings \
+     WHERE name IN ('synchronous_commit', 'fsync', 'wal_sync_method', 'commit_delay', 'shared_buffers', \
+     'autovacuum', 'max_connections') ORDER BY name";
 
 impl Databases {
     /// Creates the three databases and their roles on the server `admin_url` names
@@ -34,7 +41,10 @@ impl Databases {
         let admin = PgConnectOptions::from_str(admin_url).context("parse the PostgreSQL URL")?;
         let mut conn = admin.connect().await.context("connect to PostgreSQL")?;
         let server_version: String = conn.fetch_one("SHOW server_version").await?.try_get(0)?;
-        let synchronous_commit: String = conn.fetch_one("SHOW synchronous_commit").await?.try_get(0)?;
+        let mut settings = BTreeMap::new();
+        for row in conn.fetch_all(REPORTED_SETTINGS).await? {
+            settings.insert(row.try_get("name")?, row.try_get("value")?);
+        }
         let mut create = async |stem: &str| -> anyhow::Result<Database> {
             // The name is made of a random hex id and a fixed stem: nothing to quote.
             let name = format!("qupia_bench_{run_id}_{stem}");
@@ -51,7 +61,7 @@ impl Databases {
         let gateway = create("gateway").await?;
         let baseline = create("baseline").await?;
         conn.close().await?;
-        Ok(Databases { admin, vault, gateway, baseline, server_version, synchronous_commit })
+        Ok(Databases { admin, vault, gateway, baseline, server_version, settings })
     }
 
     pub fn names(&self) -> Vec<String> {

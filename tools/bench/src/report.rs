@@ -178,7 +178,8 @@ pub struct Environment {
     pub load_average_at_start: f64,
     pub load_average_at_end: f64,
     pub postgres_version: String,
-    pub synchronous_commit: String,
+    /// Server settings that decide what a commit costs (synchronous_commit, fsync, ...).
+    pub postgres_settings: std::collections::BTreeMap<String, String>,
     pub pool_size: u32,
 }
 
@@ -257,16 +258,16 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "Qupia beside PostgreSQL doing the same rows: {} people stored ({} consenting), {} cores, \
-             PostgreSQL {} (synchronous_commit={}), pools of {}, load average {:.2} before and {:.2} after",
+             pools of {}, load average {:.2} before and {:.2} after",
             self.people,
             self.consented,
             env.cores,
-            env.postgres_version,
-            env.synchronous_commit,
             env.pool_size,
             env.load_average_at_start,
             env.load_average_at_end
         )?;
+        let settings: Vec<String> = env.postgres_settings.iter().map(|(name, value)| format!("{name}={value}")).collect();
+        writeln!(f, "PostgreSQL {} ({})", env.postgres_version, settings.join(", "))?;
         writeln!(
             f,
             "each run: {:.1} s warm-up, {:.1} s timed; ops/s counts calls; latencies in ms are Qupia's \
@@ -456,6 +457,49 @@ mod tests {
         let row = Row::new(Operation::Lookup, 1, figures(100.0, 1.0), figures(0.0, 0.0));
         assert_eq!(row.ratio, None);
         assert_eq!(row.ratio_met, Some(false));
+    }
+
+    fn report(people: u64, rows: Vec<Row>) -> Report {
+        Report {
+            people,
+            consented: people,
+            batch: 100,
+            concurrency: vec![1, 16],
+            warmup_secs: 1.0,
+            duration_secs: 1.0,
+            environment: Environment {
+                cores: 2,
+                load_average_at_start: 0.0,
+                load_average_at_end: 0.0,
+                postgres_version: "15".to_owned(),
+                postgres_settings: Default::default(),
+                pool_size: 16,
+            },
+            preload: Preload { qupia_seconds: 1.0, qupia_consent_seconds: 1.0, baseline_seconds: 1.0 },
+            rows,
+            rewrap: None,
+            memory: Memory { vault_peak_rss_mib: 1.0, gateway_peak_rss_mib: 1.0, vault_target_mib: 256.0, met: true },
+            scale: Vec::new(),
+            check: FinalCheck::default(),
+        }
+    }
+
+    #[test]
+    fn a_larger_run_is_compared_with_the_same_operation_and_concurrency_of_a_smaller_one() {
+        let row = |operation, concurrency, ops| Row::new(operation, concurrency, figures(ops, 1.0), figures(ops, 1.0));
+        let small = report(10_000, vec![row(Operation::Reveal, 1, 100.0), row(Operation::Reveal, 16, 1000.0)]);
+        let mut large = report(
+            1_000_000,
+            vec![row(Operation::Reveal, 1, 90.0), row(Operation::Reveal, 16, 700.0), row(Operation::Lookup, 1, 50.0)],
+        );
+        // Through JSON, as --compare reads it.
+        let small: Report = serde_json::from_str(&serde_json::to_string(&small).expect("json")).expect("read back");
+        large.compare_with(&small);
+        assert_eq!(large.scale.len(), 2, "lookup has nothing to compare with");
+        assert_eq!((large.scale[0].concurrency, large.scale[0].ratio, large.scale[0].met), (1, 0.9, true));
+        assert_eq!((large.scale[1].concurrency, large.scale[1].ratio, large.scale[1].met), (16, 0.7, false));
+        assert_eq!((large.scale[1].people_before, large.scale[1].people_now), (10_000, 1_000_000));
+        assert!(large.to_string().contains("NOT MET"), "the table shows the miss");
     }
 
     #[test]
