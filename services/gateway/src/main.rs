@@ -3,11 +3,10 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
 use qupia_gateway::{Config, RateLimit, Roles};
 use qupia_transport::{ServiceIdentity, TlsFiles, TlsMode};
 
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(name = "qupia-gateway", version, about = "Qupia's gateway: purpose policy, consent and the access log")]
 struct Args {
     #[arg(long, env = "QUPIA_GATEWAY_LISTEN", default_value = "127.0.0.1:7102")]
@@ -26,11 +25,11 @@ struct Args {
     /// The purpose policy (Cedar); the shipped default when omitted.
     #[arg(long, env = "QUPIA_GATEWAY_POLICY")]
     policy: Option<PathBuf>,
-    #[arg(long, env = "QUPIA_GATEWAY_TLS_CA", required_unless_present = "insecure_dev_caller")]
+    #[arg(long, env = "QUPIA_GATEWAY_TLS_CA")]
     tls_ca: Option<PathBuf>,
-    #[arg(long, env = "QUPIA_GATEWAY_TLS_CERT", required_unless_present = "insecure_dev_caller")]
+    #[arg(long, env = "QUPIA_GATEWAY_TLS_CERT")]
     tls_cert: Option<PathBuf>,
-    #[arg(long, env = "QUPIA_GATEWAY_TLS_KEY", required_unless_present = "insecure_dev_caller")]
+    #[arg(long, env = "QUPIA_GATEWAY_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// INSECURE: serve and call the vault in plaintext, taking every caller to be this identity.
     #[arg(long, env = "QUPIA_GATEWAY_INSECURE_DEV_CALLER", conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
@@ -79,6 +78,8 @@ struct Args {
     database_wait_secs: f64,
     #[arg(long, env = "QUPIA_LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    config: qupia_config::ConfigFlags,
 }
 
 fn config(args: &Args) -> anyhow::Result<Config> {
@@ -121,7 +122,13 @@ fn ops_options(args: &Args) -> anyhow::Result<qupia_ops::OpsOptions> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    // Defaults, then the file (--config or QUPIA_GATEWAY_CONFIG), then the environment, then flags.
+    let parsed = qupia_config::parse::<Args>("QUPIA_GATEWAY_CONFIG");
+    if parsed.dump_requested() {
+        print!("{}", parsed.dump());
+        return Ok(());
+    }
+    let args = parsed.settings;
     // Logs, and spans over OTLP when the OTEL_* environment asks for them.
     let telemetry = qupia_telemetry::init("qupia-gateway", args.log_json);
     let config = config(&args)?;

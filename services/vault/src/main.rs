@@ -3,11 +3,10 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
 use qupia_transport::{ServiceIdentity, TlsFiles, TlsMode};
 use qupia_vault::{Config, Limits};
 
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(name = "qupia-vault", version, about = "Qupia's vault: encrypted personal data behind tokens")]
 struct Args {
     /// Address to listen on.
@@ -23,13 +22,13 @@ struct Args {
     #[arg(long, env = "QUPIA_VAULT_KEYRING")]
     keyring: PathBuf,
     /// CA certificate (PEM) that signs every Qupia certificate.
-    #[arg(long, env = "QUPIA_VAULT_TLS_CA", required_unless_present = "insecure_dev_caller")]
+    #[arg(long, env = "QUPIA_VAULT_TLS_CA")]
     tls_ca: Option<PathBuf>,
     /// This service's certificate (PEM).
-    #[arg(long, env = "QUPIA_VAULT_TLS_CERT", required_unless_present = "insecure_dev_caller")]
+    #[arg(long, env = "QUPIA_VAULT_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// This service's private key (PEM).
-    #[arg(long, env = "QUPIA_VAULT_TLS_KEY", required_unless_present = "insecure_dev_caller")]
+    #[arg(long, env = "QUPIA_VAULT_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// Identities allowed to call the vault (the gateway's), comma-separated.
     #[arg(
@@ -58,6 +57,8 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "QUPIA_LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    config: qupia_config::ConfigFlags,
 }
 
 fn config(args: &Args) -> anyhow::Result<Config> {
@@ -95,7 +96,13 @@ fn ops_options(args: &Args) -> anyhow::Result<qupia_ops::OpsOptions> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    // Defaults, then the file (--config or QUPIA_VAULT_CONFIG), then the environment, then flags.
+    let parsed = qupia_config::parse::<Args>("QUPIA_VAULT_CONFIG");
+    if parsed.dump_requested() {
+        print!("{}", parsed.dump());
+        return Ok(());
+    }
+    let args = parsed.settings;
     // Logs, and spans over OTLP when the OTEL_* environment asks for them.
     let telemetry = qupia_telemetry::init("qupia-vault", args.log_json);
     let config = config(&args)?;
