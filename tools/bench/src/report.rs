@@ -259,14 +259,10 @@ impl fmt::Display for Report {
             f,
             "Qupia beside PostgreSQL doing the same rows: {} people stored ({} consenting), {} cores, \
              pools of {}, load average {:.2} before and {:.2} after",
-            self.people,
-            self.consented,
-            env.cores,
-            env.pool_size,
-            env.load_average_at_start,
-            env.load_average_at_end
+            self.people, self.consented, env.cores, env.pool_size, env.load_average_at_start, env.load_average_at_end
         )?;
-        let settings: Vec<String> = env.postgres_settings.iter().map(|(name, value)| format!("{name}={value}")).collect();
+        let settings: Vec<String> =
+            env.postgres_settings.iter().map(|(name, value)| format!("{name}={value}")).collect();
         writeln!(f, "PostgreSQL {} ({})", env.postgres_version, settings.join(", "))?;
         writeln!(
             f,

@@ -98,6 +98,15 @@ fn tls_args(command: &mut Command, files: &TlsFiles) {
 /// Starts `command` with its output in `dir/<name>.log`.
 fn spawn(mut command: Command, dir: &Path, name: &str) -> anyhow::Result<Child> {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).context("create a log file")?;
+    // The services also read settings from QUPIA_* variables (and a config file named
+    // by one) and export traces when OTEL_* ask: none of the caller's may change what
+    // is measured.
+    for (variable, _) in std::env::vars_os() {
+        let text = variable.to_string_lossy();
+        if text.starts_with("QUPIA_") || text.starts_with("OTEL_") {
+            command.env_remove(&variable);
+        }
+    }
     command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
