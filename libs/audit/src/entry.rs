@@ -71,13 +71,15 @@ pub enum Operation {
     Decision,
     DocumentUpload,
     DocumentDownload,
+    DocumentList,
+    DocumentDelete,
     KeyRotate,
     KeyRewrap,
     KeyRetire,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 13] = [
+    pub const ALL: [Operation; 15] = [
         Operation::Tokenize,
         Operation::Reveal,
         Operation::Lookup,
@@ -88,6 +90,8 @@ impl Operation {
         Operation::Decision,
         Operation::DocumentUpload,
         Operation::DocumentDownload,
+        Operation::DocumentList,
+        Operation::DocumentDelete,
         Operation::KeyRotate,
         Operation::KeyRewrap,
         Operation::KeyRetire,
@@ -105,6 +109,8 @@ impl Operation {
             Operation::Decision => "decision",
             Operation::DocumentUpload => "document_upload",
             Operation::DocumentDownload => "document_download",
+            Operation::DocumentList => "document_list",
+            Operation::DocumentDelete => "document_delete",
             Operation::KeyRotate => "key_rotate",
             Operation::KeyRewrap => "key_rewrap",
             Operation::KeyRetire => "key_retire",

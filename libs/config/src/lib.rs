@@ -38,9 +38,10 @@ pub struct ConfigFlags {
 }
 
 /// Setting names that hold secrets: their values are masked wherever settings are shown.
-/// Paths to secret files (`*_file`, `*_path`) are not secrets themselves.
+/// Paths to secret files (`*_file`, `*_path`) are not secrets themselves, and neither
+/// are names (`pkcs11_token_label` names an HSM token; it is no access token).
 pub fn is_secret_key(key: &str) -> bool {
-    if key.ends_with("_file") || key.ends_with("_path") {
+    if key.ends_with("_file") || key.ends_with("_path") || key.ends_with("_label") {
         return false;
     }
     key.contains("private_key")

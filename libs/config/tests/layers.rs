@@ -151,7 +151,7 @@ fn secret_keys_are_recognised_by_their_words() {
     for key in ["smtp_password", "pkcs11_pin", "api_token", "client_secret", "tls_private_key"] {
         assert!(qupia_config::is_secret_key(key), "{key}");
     }
-    for key in ["pkcs11_pin_file", "keyring_path", "spinner", "database_url", "tokenize_batch"] {
+    for key in ["pkcs11_pin_file", "pkcs11_token_label", "keyring_path", "spinner", "database_url", "tokenize_batch"] {
         assert!(!qupia_config::is_secret_key(key), "{key}");
     }
 }

@@ -17,6 +17,8 @@ const TAG_LEN: usize = 16;
 
 /// Domain tag of [`slot_aad`]; the version lets a future layout never collide with this one.
 const SLOT_DOMAIN: &[u8] = b"qupia.slot.v1";
+/// Domain tag of [`chunk_aad`], so a document chunk can never pass for a field value.
+const CHUNK_DOMAIN: &[u8] = b"qupia.document-chunk.v1";
 
 /// A person's data-encryption key (DEK): 32 random bytes that encrypt that person's field
 /// values and nothing else.
@@ -88,6 +90,27 @@ pub fn slot_aad(person_id: &[u8; 16], field: &str, dek_version: u32) -> Vec<u8> 
     push_part(&mut aad, person_id);
     push_part(&mut aad, field.as_bytes());
     push_part(&mut aad, &dek_version.to_be_bytes());
+    aad
+}
+
+/// Associated data binding one chunk of a document to its place: the person, the
+/// document, the DEK version, the chunk's index and whether it is the last one (the
+/// STREAM construction of Hoang, Reyhanitabar, Rogaway and Vizár, with a random nonce
+/// per chunk and the position carried in the associated data instead).
+///
+/// A chunk that was changed fails to open; one moved to another index or document fails
+/// because its index or document differs; a stream cut short fails because its new last
+/// chunk was sealed as "not last"; a chunk appended after the last fails because the old
+/// last chunk says it is the last. Each part is length-prefixed after the domain tag
+/// `qupia.document-chunk.v1`, like [`slot_aad`], so the two never share bytes.
+pub fn chunk_aad(person_id: &[u8; 16], document_id: &[u8; 16], dek_version: u32, index: u32, last: bool) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(6 * 8 + CHUNK_DOMAIN.len() + 16 + 16 + 4 + 4 + 1);
+    push_part(&mut aad, CHUNK_DOMAIN);
+    push_part(&mut aad, person_id);
+    push_part(&mut aad, document_id);
+    push_part(&mut aad, &dek_version.to_be_bytes());
+    push_part(&mut aad, &index.to_be_bytes());
+    push_part(&mut aad, &[u8::from(last)]);
     aad
 }
 
@@ -224,6 +247,45 @@ mod tests {
         assert_ne!(slot_aad(&PERSON, "a", 1), slot_aad(&PERSON, "a\0", 1));
         assert_ne!(slot_aad(&PERSON, "email", 1), slot_aad(&PERSON, "email", 256));
         assert!(slot_aad(&PERSON, "email", 1).starts_with(&[0, 0, 0, 0, 0, 0, 0, 13]));
+    }
+
+    const DOCUMENT: [u8; 16] = [9; 16];
+    const OTHER_DOCUMENT: [u8; 16] = [10; 16];
+
+    #[test]
+    fn a_chunk_opens_only_in_its_own_place() {
+        let key = DataKey::generate();
+        let sealed = key.seal(b"%PDF-1.7 chunk", &chunk_aad(&PERSON, &DOCUMENT, 1, 3, false));
+        let opened = key.open(&sealed, &chunk_aad(&PERSON, &DOCUMENT, 1, 3, false)).expect("opens in place");
+        assert_eq!(opened.as_slice(), b"%PDF-1.7 chunk");
+        for (what, aad) in [
+            ("other person", chunk_aad(&OTHER_PERSON, &DOCUMENT, 1, 3, false)),
+            ("other document", chunk_aad(&PERSON, &OTHER_DOCUMENT, 1, 3, false)),
+            ("other dek version", chunk_aad(&PERSON, &DOCUMENT, 2, 3, false)),
+            ("other index (reordered)", chunk_aad(&PERSON, &DOCUMENT, 1, 4, false)),
+            ("taken for the last (truncated)", chunk_aad(&PERSON, &DOCUMENT, 1, 3, true)),
+        ] {
+            assert!(matches!(key.open(&sealed, &aad), Err(Error::Decrypt)), "{what} must not open");
+        }
+    }
+
+    #[test]
+    fn chunk_aad_differs_from_slot_aad_and_in_every_part() {
+        let base = chunk_aad(&PERSON, &DOCUMENT, 1, 0, true);
+        assert!(base.starts_with(&(CHUNK_DOMAIN.len() as u64).to_be_bytes()));
+        assert_ne!(base, slot_aad(&PERSON, "document", 1));
+        let variants = [
+            chunk_aad(&OTHER_PERSON, &DOCUMENT, 1, 0, true),
+            chunk_aad(&PERSON, &OTHER_DOCUMENT, 1, 0, true),
+            chunk_aad(&PERSON, &DOCUMENT, 2, 0, true),
+            chunk_aad(&PERSON, &DOCUMENT, 1, 1, true),
+            chunk_aad(&PERSON, &DOCUMENT, 1, 0, false),
+        ];
+        for (i, variant) in variants.iter().enumerate() {
+            assert_ne!(&base, variant, "variant {i}");
+        }
+        // The index and the version are not interchangeable.
+        assert_ne!(chunk_aad(&PERSON, &DOCUMENT, 1, 2, false), chunk_aad(&PERSON, &DOCUMENT, 2, 1, false));
     }
 
     #[test]

@@ -22,6 +22,15 @@ pub enum Error {
     /// path.
     #[error("{0}")]
     Keyring(String),
+    /// The PKCS#11 module or token failed or refused (a module that does not load, a PIN
+    /// the token refuses, a key object missing from the token). The message names the
+    /// configuration key at fault, the module path and the token label, never the PIN.
+    #[error("{0}")]
+    Pkcs11(String),
+    /// The key provider cannot be reached now (an HSM token not present, a device
+    /// error); trying again later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
     /// Input that cannot even be attempted, such as a sealed value shorter than its nonce
     /// and tag.
     #[error("malformed input: {0}")]

@@ -18,8 +18,8 @@ use rand::rngs::OsRng;
 use zeroize::Zeroizing;
 
 use crate::dek::{KEY_LEN, open_with_key, seal_with_key};
-use crate::provider::dek_aad;
-use crate::{BlindIndexKey, DataKey, Error, KeyProvider, KeyState, TokenKey, WrappedKey};
+use crate::provider::{check_lifecycle, dek_aad};
+use crate::{BlindIndexKey, DataKey, Error, KeyProvider, KeyState, KeyStore, TokenKey, WrappedKey};
 
 /// A keyring file and the keys loaded from it. Implements [`KeyProvider`].
 ///
@@ -69,29 +69,9 @@ impl KeySet {
 
     /// The invariants every loaded or changed key set keeps.
     fn check(&self) -> Result<(), &'static str> {
-        let mut active = self.keks.iter().filter(|(_, kek)| kek.state == KeyState::Active);
-        let Some((&active_version, _)) = active.next() else {
-            return Err("has no active kek version");
-        };
-        if active.next().is_some() {
-            return Err("has more than one active kek version");
-        }
-        // New wraps must go to the newest key: an older version becoming active again
-        // would undo a rotation.
-        if self.keks.keys().next_back() != Some(&active_version) {
-            return Err("has an active kek version that is not the newest");
-        }
-        if self.keks.contains_key(&0) {
-            return Err("has a kek version 0");
-        }
-        if self.index_keys.is_empty() {
-            return Err("has no blind-index key");
-        }
-        let strictly_newest_first = self.index_keys.windows(2).all(|pair| pair[0].version() > pair[1].version());
-        if !strictly_newest_first {
-            return Err("has duplicate blind-index key versions");
-        }
-        Ok(())
+        let keks: Vec<(u32, KeyState)> = self.keks.iter().map(|(version, kek)| (*version, kek.state)).collect();
+        let index_versions: Vec<u32> = self.index_keys.iter().map(|key| key.version()).collect();
+        check_lifecycle(&keks, &index_versions)
     }
 
     fn active(&self) -> (u32, &Kek) {
@@ -302,6 +282,42 @@ impl KeyProvider for Keyring {
         };
         let dek = open_with_key(&key, &wrapped.bytes, &dek_aad(version, context))?;
         DataKey::from_slice(&dek)
+    }
+}
+
+/// Delegates to the inherent methods above, which callers holding a `Keyring` (the tests,
+/// `qupiactl dev`) keep using directly.
+impl KeyStore for Keyring {
+    fn rotate_kek(&self) -> Result<u32, Error> {
+        Keyring::rotate_kek(self)
+    }
+
+    fn set_kek_state(&self, version: u32, state: KeyState) -> Result<(), Error> {
+        Keyring::set_kek_state(self, version, state)
+    }
+
+    fn destroy_kek(&self, version: u32) -> Result<(), Error> {
+        Keyring::destroy_kek(self, version)
+    }
+
+    fn blind_index_key(&self) -> Arc<BlindIndexKey> {
+        Keyring::blind_index_key(self)
+    }
+
+    fn blind_index_keys(&self) -> Vec<Arc<BlindIndexKey>> {
+        Keyring::blind_index_keys(self)
+    }
+
+    fn rotate_blind_index_key(&self) -> Result<u32, Error> {
+        Keyring::rotate_blind_index_key(self)
+    }
+
+    fn remove_blind_index_key(&self, version: u32) -> Result<(), Error> {
+        Keyring::remove_blind_index_key(self, version)
+    }
+
+    fn token_key(&self) -> &TokenKey {
+        Keyring::token_key(self)
     }
 }
 

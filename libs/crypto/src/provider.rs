@@ -2,9 +2,10 @@
 //! the lifecycle of its key versions.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::framing::push_part;
-use crate::{DataKey, Error};
+use crate::{BlindIndexKey, DataKey, Error, TokenKey};
 
 /// Domain tag at the start of the associated data of every wrapped DEK.
 const DEK_DOMAIN: &[u8] = b"qupia.dek.v1";
@@ -71,6 +72,69 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
     /// Unwraps a DEK wrapped under any version that is not retired, with the same
     /// `context` it was wrapped with.
     fn unwrap(&self, wrapped: &WrappedKey, context: &[u8]) -> Result<DataKey, Error>;
+}
+
+/// Everything the vault needs from its keys: KEK wrap/unwrap (KeyProvider) plus the
+/// administrative changes and the HMAC keys.
+///
+/// The vault holds one `Arc<dyn KeyStore>`, so the keyring file and an HSM-backed store
+/// are interchangeable behind it. Every change is durable in the store before it returns
+/// and takes effect for wraps and lookups at once.
+pub trait KeyStore: KeyProvider {
+    /// Adds a new KEK version, makes it active and the previous active one decrypt-only.
+    /// Returns the new version.
+    fn rotate_kek(&self) -> Result<u32, Error>;
+
+    /// Moves a non-active KEK version between decrypt-only and retired. Only a rotation
+    /// makes a version active, and the active version can't be retired.
+    fn set_kek_state(&self, version: u32, state: KeyState) -> Result<(), Error>;
+
+    /// Destroys a retired KEK version for good: DEKs wrapped only under it become
+    /// unreadable.
+    fn destroy_kek(&self, version: u32) -> Result<(), Error>;
+
+    /// The current blind-index key, for computing the index of a new value.
+    fn blind_index_key(&self) -> Arc<BlindIndexKey>;
+
+    /// Every blind-index key, newest first.
+    fn blind_index_keys(&self) -> Vec<Arc<BlindIndexKey>>;
+
+    /// Adds a new blind-index key version and makes it current. Returns the new version.
+    fn rotate_blind_index_key(&self) -> Result<u32, Error>;
+
+    /// Removes an old (not current) blind-index key version.
+    fn remove_blind_index_key(&self, version: u32) -> Result<(), Error>;
+
+    /// The key that tags tokens; it never changes.
+    fn token_key(&self) -> &TokenKey;
+}
+
+/// The lifecycle rules every key store keeps: exactly one active KEK version and it is
+/// the newest, no version 0, and at least one blind-index key with versions strictly
+/// newest first. `keks` in ascending version order; the message completes "key set ...".
+pub(crate) fn check_lifecycle(keks: &[(u32, KeyState)], index_versions: &[u32]) -> Result<(), &'static str> {
+    let mut active = keks.iter().filter(|(_, state)| *state == KeyState::Active);
+    let Some(&(active_version, _)) = active.next() else {
+        return Err("has no active kek version");
+    };
+    if active.next().is_some() {
+        return Err("has more than one active kek version");
+    }
+    // New wraps must go to the newest key: an older version becoming active again
+    // would undo a rotation.
+    if keks.iter().map(|(version, _)| *version).max() != Some(active_version) {
+        return Err("has an active kek version that is not the newest");
+    }
+    if keks.iter().any(|(version, _)| *version == 0) {
+        return Err("has a kek version 0");
+    }
+    if index_versions.is_empty() {
+        return Err("has no blind-index key");
+    }
+    if !index_versions.windows(2).all(|pair| pair[0] > pair[1]) {
+        return Err("has duplicate blind-index key versions");
+    }
+    Ok(())
 }
 
 /// Associated data for wrapping a DEK: the domain tag, the KEK version (so a wrapped key

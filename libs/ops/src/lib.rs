@@ -20,7 +20,7 @@ pub use lifecycle::{Lifecycle, StopAccepting, terminated};
 pub use metrics::{CacheResult, DecisionResult, Metrics};
 pub use options::{BoundAddr, OpsOptions};
 pub use server::{OPENMETRICS_CONTENT_TYPE, OpsServer};
-pub use startup::{Unreachable, redact_url, wait_for_database};
+pub use startup::{Attempt, Unreachable, WaitError, redact_url, wait_for_database, wait_until_ready};
 
 /// Why the ops machinery could not start what it was asked to.
 #[derive(Debug, thiserror::Error)]

@@ -43,6 +43,11 @@ struct StateLabels {
     state: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: &'static str,
+}
+
 /// How the gateway's enforcement point decided one reveal or lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecisionResult {
@@ -86,6 +91,7 @@ struct Inner {
     audit_write: Histogram,
     dek_cache: Family<ResultLabels, Counter>,
     key_versions: Family<StateLabels, Gauge>,
+    key_provider: Family<ProviderLabels, Gauge>,
     rewrap_progress: Gauge<f64, AtomicU64>,
     pool_connections: Family<StateLabels, Gauge>,
     pool_max: Gauge,
@@ -129,6 +135,12 @@ impl Metrics {
         registry.register("qupia_dek_cache", "Data-key cache lookups, by hit or miss", dek_cache.clone());
         let key_versions = Family::<StateLabels, Gauge>::default();
         registry.register("qupia_key_versions", "Key-encryption-key versions, by state", key_versions.clone());
+        let key_provider = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "qupia_key_provider",
+            "The key provider in use (keyring-file or pkcs11): 1 on its label",
+            key_provider.clone(),
+        );
         let rewrap_progress = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "qupia_rewrap_progress_ratio",
@@ -152,6 +164,7 @@ impl Metrics {
                 audit_write,
                 dek_cache,
                 key_versions,
+                key_provider,
                 rewrap_progress,
                 pool_connections,
                 pool_max,
@@ -199,6 +212,12 @@ impl Metrics {
         }
     }
 
+    /// Names the key provider in use (`KeyProvider::name`).
+    pub fn set_key_provider(&self, provider: &'static str) {
+        self.inner.key_provider.clear();
+        self.inner.key_provider.get_or_create(&ProviderLabels { provider }).set(1);
+    }
+
     /// Sets the rewrap progress, from 0 to 1.
     pub fn set_rewrap_progress(&self, ratio: f64) {
         self.inner.rewrap_progress.set(ratio.clamp(0.0, 1.0));
@@ -241,6 +260,8 @@ mod tests {
         metrics.dek_cache(CacheResult::Miss);
         metrics.set_key_versions(["active", "decrypt_only"]);
         metrics.set_rewrap_progress(0.5);
+        metrics.set_key_provider("keyring-file");
+        metrics.set_key_provider("pkcs11");
         metrics.record_call("qupia.vault.v1.VaultService", "Tokenize", "OK", Duration::from_millis(2));
         let text = metrics.render();
         for expected in [
@@ -249,11 +270,13 @@ mod tests {
             "qupia_dek_cache_total{result=\"miss\"} 1",
             "qupia_key_versions{state=\"active\"} 1",
             "qupia_rewrap_progress_ratio 0.5",
+            "qupia_key_provider{provider=\"pkcs11\"} 1",
             "grpc_server_requests_total{service=\"qupia.vault.v1.VaultService\",method=\"Tokenize\",code=\"OK\"} 1",
             "grpc_server_request_duration_seconds_count{service=\"qupia.vault.v1.VaultService\",method=\"Tokenize\"} 1",
             "# TYPE qupia_db_pool_max gauge",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
+        assert!(!text.contains("provider=\"keyring-file\""), "only the provider in use is named:\n{text}");
     }
 }

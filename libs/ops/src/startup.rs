@@ -1,6 +1,9 @@
-//! The bounded start-up wait for the database: in a cluster the database may come up
-//! after the service, and a restart loop is a worse signal than a clear wait.
+//! The bounded start-up wait for the database and other dependencies (the vault's HSM):
+//! in a cluster they may come up after the service, and a restart loop is a worse signal
+//! than a clear wait.
 
+use std::fmt;
+use std::future::Future;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -63,6 +66,61 @@ pub async fn wait_for_database(url: &str, budget: Duration) -> Result<(), Error>
             retry_in = ?backoff,
             "waiting for the database (database_url) to accept connections"
         );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(4));
+    }
+}
+
+/// One try at something start-up waits for.
+#[derive(Debug)]
+pub enum Attempt<T, E> {
+    Ready(T),
+    /// Not there yet (a device not connected, a server starting): worth another try.
+    NotYet(E),
+    /// A failure waiting will not fix (bad configuration, a refused credential).
+    Failed(E),
+}
+
+/// Why [`wait_until_ready`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError<E: fmt::Display + fmt::Debug> {
+    /// An attempt failed in a way waiting will not fix; reported at once.
+    #[error("{0}")]
+    Failed(E),
+    /// Still not ready when the start-up wait ran out.
+    #[error("{last} (still not ready after {waited:?} and {attempts} attempts)")]
+    GaveUp { last: E, waited: Duration, attempts: u32 },
+}
+
+/// Calls `attempt` until it is ready, fails for good, or `budget` runs out, with the same
+/// backoff as [`wait_for_database`]. `what` names the dependency and its setting in the
+/// warning logged before each retry.
+pub async fn wait_until_ready<T, E, F, Fut>(what: &str, budget: Duration, mut attempt: F) -> Result<T, WaitError<E>>
+where
+    E: fmt::Display + fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Attempt<T, E>>,
+{
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(250);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let last = match attempt().await {
+            Attempt::Ready(ready) => {
+                if attempts > 1 {
+                    tracing::info!(attempts, "{what} is ready");
+                }
+                return Ok(ready);
+            }
+            Attempt::Failed(error) => return Err(WaitError::Failed(error)),
+            Attempt::NotYet(error) => error,
+        };
+        let waited = started.elapsed();
+        if waited + backoff > budget {
+            return Err(WaitError::GaveUp { last, waited, attempts });
+        }
+        tracing::warn!(attempt = attempts, error = %last, retry_in = ?backoff, "waiting for {what}");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(4));
     }
@@ -150,6 +208,38 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3));
         let Error::Unreachable(unreachable) = error else { panic!("expected Unreachable") };
         assert!(unreachable.attempts >= 2, "retried: {unreachable:?}");
+    }
+
+    #[tokio::test]
+    async fn waits_for_a_dependency_until_ready_and_stops_at_once_on_a_lasting_failure() {
+        let mut tries = 0;
+        let ready = wait_until_ready("the test dependency", Duration::from_secs(10), || {
+            tries += 1;
+            let outcome = if tries < 3 { Attempt::NotYet("not yet") } else { Attempt::Ready(tries) };
+            async move { outcome }
+        })
+        .await
+        .expect("ready on the third try");
+        assert_eq!(ready, 3);
+
+        let mut tries = 0;
+        let error = wait_until_ready("the test dependency", Duration::from_secs(10), || {
+            tries += 1;
+            async { Attempt::<(), _>::Failed("pkcs11_pin: refused") }
+        })
+        .await
+        .expect_err("a lasting failure");
+        assert_eq!(tries, 1, "a lasting failure is not retried");
+        assert_eq!(error.to_string(), "pkcs11_pin: refused");
+
+        let error = wait_until_ready("the test dependency", Duration::from_millis(600), || async {
+            Attempt::<(), _>::NotYet("pkcs11_token_label: no token")
+        })
+        .await
+        .expect_err("never ready");
+        let WaitError::GaveUp { attempts, .. } = &error else { panic!("expected GaveUp: {error:?}") };
+        assert!(*attempts >= 2, "retried: {error:?}");
+        assert!(error.to_string().starts_with("pkcs11_token_label: no token (still not ready after"), "{error}");
     }
 
     #[tokio::test]

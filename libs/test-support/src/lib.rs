@@ -3,20 +3,29 @@
 //! and scans that prove personal data never reached a place it must not be.
 //!
 //! PostgreSQL tests run when `QUPIA_TEST_POSTGRES_URL` names a server to create
-//! databases on (CI sets it); without it they say they were skipped.
+//! databases on (CI sets it); without it they say they were skipped. Test vaults keep
+//! their keys in a keyring file, or in a private SoftHSM2 token when
+//! `QUPIA_TEST_KEY_PROVIDER=pkcs11`.
 
 mod db;
 pub mod ops;
 mod pki;
 mod scan;
+mod softhsm;
 mod suite;
 mod vault;
 
 pub use db::{Backend, TestDb, postgres_admin_url};
 pub use pki::TestPki;
 pub use scan::{Leak, scan_bytes, scan_database, scan_text};
+pub use softhsm::SoftHsm;
 pub use suite::Suite;
-pub use vault::{VaultHarness, connect};
+pub use vault::{KEY_PROVIDER_ENV, TestKeys, VaultHarness, connect};
+
+/// The shared SoftHSM2 token's label and PINs.
+pub mod softhsm_token {
+    pub use crate::softhsm::{SO_PIN, TOKEN_LABEL, USER_PIN};
+}
 
 /// Test people that look like real personal data, so scans for them mean something.
 pub mod people {

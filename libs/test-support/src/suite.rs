@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use qupia_api::audit::v1::audit_service_client::AuditServiceClient;
 use qupia_api::gateway::v1::consent_service_client::ConsentServiceClient;
+use qupia_api::gateway::v1::document_service_client::DocumentServiceClient;
 use qupia_api::gateway::v1::gateway_service_client::GatewayServiceClient;
 use qupia_api::gateway::v1::policy_service_client::PolicyServiceClient;
+use qupia_api::gateway::v1::statistics_service_client::StatisticsServiceClient;
 use qupia_transport::TlsMode;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -119,6 +121,14 @@ impl Suite {
 
     pub async fn audit_as(&self, service: &str) -> AuditServiceClient<Channel> {
         AuditServiceClient::new(self.channel_as(service).await)
+    }
+
+    pub async fn documents_as(&self, service: &str) -> DocumentServiceClient<Channel> {
+        DocumentServiceClient::new(self.channel_as(service).await)
+    }
+
+    pub async fn statistics_as(&self, service: &str) -> StatisticsServiceClient<Channel> {
+        StatisticsServiceClient::new(self.channel_as(service).await)
     }
 
     /// Stops the gateway and the vault, draining both.

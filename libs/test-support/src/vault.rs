@@ -1,24 +1,105 @@
 //! The vault, started in-process on `127.0.0.1:0` over real mTLS.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use qupia_api::vault::v1::vault_document_service_client::VaultDocumentServiceClient;
 use qupia_api::vault::v1::vault_service_client::VaultServiceClient;
+use qupia_api::vault::v1::vault_statistics_service_client::VaultStatisticsServiceClient;
+use qupia_crypto::Pkcs11Options;
 use qupia_transport::{ServiceIdentity, TlsFiles, TlsMode};
-use qupia_vault::{Config, Limits};
+use qupia_vault::{Config, KeyProviderConfig, Limits};
+use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{Backend, TestDb, TestPki};
+use crate::{Backend, SoftHsm, TestDb, TestPki};
 
-/// A running vault with its database, keyring and PKI.
+/// Chooses the key provider of test vaults: `pkcs11` runs them on SoftHSM2, anything else
+/// (or nothing) on the keyring file.
+pub const KEY_PROVIDER_ENV: &str = "QUPIA_TEST_KEY_PROVIDER";
+
+/// The keys of one test vault, on the provider [`KEY_PROVIDER_ENV`] chooses.
+#[derive(Debug, Clone)]
+pub enum TestKeys {
+    /// A keyring file (not created until the vault starts).
+    Keyring(PathBuf),
+    /// A key set of its own in the process's SoftHSM2 token.
+    Pkcs11(Pkcs11Options),
+}
+
+impl TestKeys {
+    /// Whether test vaults run on SoftHSM2.
+    pub fn pkcs11_selected() -> bool {
+        std::env::var(KEY_PROVIDER_ENV).is_ok_and(|value| value == "pkcs11")
+    }
+
+    /// New keys for one vault: a keyring file in `dir`, or a fresh key set in SoftHSM2.
+    pub fn new(dir: &Path) -> TestKeys {
+        if TestKeys::pkcs11_selected() {
+            TestKeys::Pkcs11(SoftHsm::shared().fresh_options())
+        } else {
+            TestKeys::Keyring(dir.join("keyring.json"))
+        }
+    }
+
+    /// The vault configuration for these keys.
+    pub fn config(&self) -> KeyProviderConfig {
+        match self {
+            TestKeys::Keyring(path) => KeyProviderConfig::keyring(path),
+            TestKeys::Pkcs11(options) => {
+                KeyProviderConfig::Pkcs11 { options: options.clone(), wait: Duration::from_secs(5) }
+            }
+        }
+    }
+
+    /// The `qupia-vault` flags and environment that select these keys, for tests that
+    /// start the binary.
+    pub fn command_line(&self) -> (Vec<OsString>, Vec<(OsString, OsString)>) {
+        match self {
+            TestKeys::Keyring(path) => (vec!["--keyring".into(), path.into()], Vec::new()),
+            TestKeys::Pkcs11(options) => (
+                vec![
+                    "--key-provider".into(),
+                    "pkcs11".into(),
+                    "--pkcs11-module".into(),
+                    options.module.clone().into(),
+                    "--pkcs11-token-label".into(),
+                    options.token_label.clone().into(),
+                    "--pkcs11-key-label-prefix".into(),
+                    options.key_label_prefix.clone().into(),
+                ],
+                vec![
+                    ("SOFTHSM2_CONF".into(), SoftHsm::shared().conf().into()),
+                    ("QUPIA_VAULT_PKCS11_PIN".into(), options.pin.expose_secret().into()),
+                ],
+            ),
+        }
+    }
+
+    /// The keyring file, when these keys are one.
+    pub fn keyring_path(&self) -> Option<&Path> {
+        match self {
+            TestKeys::Keyring(path) => Some(path),
+            TestKeys::Pkcs11(_) => None,
+        }
+    }
+}
+
+/// A running vault with its database, keys and PKI.
 #[derive(Debug)]
 pub struct VaultHarness {
     pub addr: SocketAddr,
     pub db: TestDb,
     pub pki: std::sync::Arc<TestPki>,
+    /// Where the keyring file would be. Under `QUPIA_TEST_KEY_PROVIDER=pkcs11` the keys
+    /// are in SoftHSM2 instead and no file is ever written here: see [`VaultHarness::keys`].
     pub keyring_path: PathBuf,
+    /// The vault's keys.
+    pub keys: TestKeys,
     /// The ops server's address once it listens.
     ops: qupia_ops::BoundAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -74,14 +155,30 @@ impl VaultHarness {
 
     /// Starts a vault whose certificates come from `pki` (shared with other services).
     pub async fn start_in(backend: Backend, limits: Limits, pki: std::sync::Arc<TestPki>) -> VaultHarness {
+        Self::start_on(backend, limits, pki, None).await
+    }
+
+    /// Starts a vault on `keys`, whatever [`KEY_PROVIDER_ENV`] says.
+    pub async fn start_with_keys(backend: Backend, keys: TestKeys) -> VaultHarness {
+        Self::start_on(backend, Limits::default(), std::sync::Arc::new(TestPki::new()), Some(keys)).await
+    }
+
+    async fn start_on(
+        backend: Backend,
+        limits: Limits,
+        pki: std::sync::Arc<TestPki>,
+        keys: Option<TestKeys>,
+    ) -> VaultHarness {
         let db = TestDb::create(backend, "vault").await;
         let dir = tempfile::tempdir().expect("temp dir");
         let keyring_path = dir.path().join("keyring.json");
+        let keys = keys.unwrap_or_else(|| TestKeys::new(dir.path()));
         let mut harness = VaultHarness {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             db,
             pki,
             keyring_path,
+            keys,
             ops: qupia_ops::BoundAddr::default(),
             stop: None,
             task: None,
@@ -95,7 +192,7 @@ impl VaultHarness {
         let config = Config {
             database_url: self.db.url.clone(),
             max_connections: 8,
-            keyring_path: self.keyring_path.clone(),
+            keys: self.keys.config(),
             tls: TlsMode::Mtls(self.pki.service("vault")),
             trusted_callers: vec![ServiceIdentity::for_service("default", "gateway")],
             limits,
@@ -112,11 +209,15 @@ impl VaultHarness {
         self.wait_ready().await;
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         for _ in 0..200 {
             // The ops server starts once keys and database are open, just before serving.
             if tokio::net::TcpStream::connect(self.addr).await.is_ok() && self.ops.get().is_some() {
                 return;
+            }
+            if self.task.as_ref().is_some_and(|task| task.is_finished()) {
+                let task = self.task.take().expect("checked");
+                panic!("the vault stopped while starting: {:?}", task.await.expect("vault task"));
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
@@ -147,6 +248,18 @@ impl VaultHarness {
     /// A client with the gateway's identity: the one the vault trusts.
     pub async fn gateway(&self) -> VaultServiceClient<Channel> {
         self.client_as("gateway").await
+    }
+
+    /// The document service, as `spiffe://qupia/ns/default/sa/<service>`.
+    pub async fn documents_as(&self, service: &str) -> VaultDocumentServiceClient<Channel> {
+        let files = self.pki.service(service);
+        VaultDocumentServiceClient::new(connect(self.addr, &files, "vault").await.expect("connect to the vault"))
+    }
+
+    /// The statistics service, as `spiffe://qupia/ns/default/sa/<service>`.
+    pub async fn statistics_as(&self, service: &str) -> VaultStatisticsServiceClient<Channel> {
+        let files = self.pki.service(service);
+        VaultStatisticsServiceClient::new(connect(self.addr, &files, "vault").await.expect("connect to the vault"))
     }
 }
 

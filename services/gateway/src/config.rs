@@ -64,6 +64,9 @@ pub struct Config {
     pub max_batch_items: usize,
     /// The ops port, the shutdown timings and the start-up wait.
     pub ops: qupia_ops::OpsOptions,
+    /// The smallest group an aggregate reports (k); smaller groups are suppressed.
+    /// At least 2, or the gateway refuses to start.
+    pub statistics_min_group_size: u32,
 }
 
 impl Config {
@@ -82,6 +85,7 @@ impl Config {
             rate_limits: BTreeMap::new(),
             max_batch_items: 1000,
             ops: qupia_ops::OpsOptions::default(),
+            statistics_min_group_size: 5,
         }
     }
 }

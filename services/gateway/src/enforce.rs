@@ -47,10 +47,13 @@ pub struct Enforcer {
     pub metrics: qupia_ops::Metrics,
 }
 
+/// Decisions per RecordDecisions call: the vault's default batch limit.
+const RECORD_BATCH: usize = 1000;
+
 /// What a decision counts as; `None` for a malformed request, which decided nothing.
-fn decision_result(error: &Error) -> Option<DecisionResult> {
+pub fn decision_result(error: &Error) -> Option<DecisionResult> {
     match error {
-        Error::InvalidArgument { .. } => None,
+        Error::InvalidArgument { .. } | Error::CallerStream(_) => None,
         Error::PermissionDenied(_) => Some(DecisionResult::DeniedPolicy),
         Error::FailedPrecondition(_)
         | Error::RateLimited
@@ -283,18 +286,20 @@ impl Enforcer {
         }
     }
 
-    /// Writes decisions to the access log; if it cannot, the call fails closed.
-    async fn record(&self, decisions: Vec<vault::DecisionRecord>) -> Result<(), Error> {
-        if decisions.is_empty() {
-            return Ok(());
-        }
-        match self.vault.clone().record_decisions(vault::RecordDecisionsRequest { decisions }).await {
-            Ok(_) => Ok(()),
-            Err(status) => {
+    /// Writes decisions to the access log, in batches the vault accepts; if it cannot,
+    /// the call fails closed.
+    pub async fn record(&self, mut decisions: Vec<vault::DecisionRecord>) -> Result<(), Error> {
+        while !decisions.is_empty() {
+            let rest = decisions.split_off(decisions.len().min(RECORD_BATCH));
+            let batch = std::mem::replace(&mut decisions, rest);
+            if let Err(status) =
+                self.vault.clone().record_decisions(vault::RecordDecisionsRequest { decisions: batch }).await
+            {
                 tracing::error!(code = ?status.code(), "failed to record a decision in the access log");
-                Err(Error::AuditUnavailable)
+                return Err(Error::AuditUnavailable);
             }
         }
+        Ok(())
     }
 }
 

@@ -25,6 +25,9 @@ pub enum Error {
     Vault(Status),
     #[error(transparent)]
     Consent(#[from] ConsentError),
+    /// The caller's request stream broke off; what it had sent was not stored.
+    #[error("the request stream failed: {}", .0.message())]
+    CallerStream(Status),
 }
 
 impl Error {
@@ -39,7 +42,7 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::RateLimited => Code::ResourceExhausted,
             Error::AuditUnavailable => Code::Unavailable,
-            Error::Vault(status) => status.code(),
+            Error::Vault(status) | Error::CallerStream(status) => status.code(),
             Error::Consent(err) => match err {
                 ConsentError::Invalid { .. } => Code::InvalidArgument,
                 ConsentError::FailedPrecondition(_) => Code::FailedPrecondition,

@@ -4,8 +4,10 @@
 //! certificate, asks the purpose policy (Cedar, readable by a security team) which
 //! fields that caller may see for the purpose named, checks the person's consent where
 //! the purpose needs it, has every decision written to the vault's access log, and only
-//! then lets the vault reveal. It owns consents and the versions of the published
-//! privacy policy, and rate-limits each caller.
+//! then lets the vault reveal. Scanned documents stream through it the same way, and
+//! statistics are counted inside the vault over consenting people only. It owns
+//! consents and the versions of the published privacy policy, and rate-limits each
+//! caller.
 //!
 //! The gateway never holds personal data at rest: its database has tokens, purposes
 //! and ids only, and values it relays from the vault are never logged.
@@ -14,6 +16,7 @@ mod audit_proxy;
 mod config;
 pub mod consent;
 mod consent_api;
+mod document_api;
 mod enforce;
 mod error;
 mod gateway_api;
@@ -21,6 +24,7 @@ mod model;
 mod policy_api;
 mod rate_limit;
 mod server;
+mod statistics_api;
 
 pub use config::{Config, RateLimit, Roles};
 pub use error::Error;

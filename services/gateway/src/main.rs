@@ -76,6 +76,9 @@ struct Args {
     /// Seconds start-up waits for the database to accept connections.
     #[arg(long, env = "QUPIA_GATEWAY_DATABASE_WAIT_SECS", default_value_t = 30.0)]
     database_wait_secs: f64,
+    /// The smallest group a statistics aggregate reports; smaller ones are suppressed.
+    #[arg(long, env = "QUPIA_GATEWAY_STATISTICS_MIN_GROUP_SIZE", default_value_t = 5)]
+    statistics_min_group_size: u32,
     #[arg(long, env = "QUPIA_LOG_JSON")]
     log_json: bool,
     #[command(flatten)]
@@ -106,6 +109,7 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         security: identities(&args.security, "security")?,
     };
     config.ops = ops_options(args)?;
+    config.statistics_min_group_size = args.statistics_min_group_size;
     Ok(config)
 }
 

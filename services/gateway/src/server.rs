@@ -6,9 +6,13 @@ use std::sync::Arc;
 use qupia_api::audit::v1::audit_service_client::AuditServiceClient;
 use qupia_api::audit::v1::audit_service_server::AuditServiceServer;
 use qupia_api::gateway::v1::consent_service_server::ConsentServiceServer;
+use qupia_api::gateway::v1::document_service_server::DocumentServiceServer;
 use qupia_api::gateway::v1::gateway_service_server::GatewayServiceServer;
 use qupia_api::gateway::v1::policy_service_server::PolicyServiceServer;
+use qupia_api::gateway::v1::statistics_service_server::StatisticsServiceServer;
+use qupia_api::vault::v1::vault_document_service_client::VaultDocumentServiceClient;
 use qupia_api::vault::v1::vault_service_client::VaultServiceClient;
+use qupia_api::vault::v1::vault_statistics_service_client::VaultStatisticsServiceClient;
 use qupia_policy::PolicyStore;
 use qupia_transport::{Admission, TlsMode, admit};
 use tokio::net::TcpListener;
@@ -20,10 +24,15 @@ use crate::Config;
 use crate::audit_proxy::AuditProxy;
 use crate::consent::{ConsentError, ConsentStore};
 use crate::consent_api::ConsentApi;
+use crate::document_api::DocumentApi;
 use crate::enforce::Enforcer;
 use crate::gateway_api::GatewayApi;
 use crate::policy_api::PolicyApi;
 use crate::rate_limit::CallerLimits;
+use crate::statistics_api::StatisticsApi;
+
+/// The largest message a caller may send in a document upload.
+const MAX_DOCUMENT_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -41,6 +50,8 @@ pub enum ServeError {
     VaultAddress,
     #[error(transparent)]
     Ops(#[from] qupia_ops::Error),
+    #[error("statistics_min_group_size: must be at least 2, or a group of one would name its person; it is {0}")]
+    StatisticsMinGroupSize(u32),
 }
 
 /// Runs the gateway on `listener` until `shutdown` resolves, then reports NOT_SERVING,
@@ -50,6 +61,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    if config.statistics_min_group_size < 2 {
+        return Err(ServeError::StatisticsMinGroupSize(config.statistics_min_group_size));
+    }
     // A bad policy refuses to start; later reloads keep the last good one.
     let policy = Arc::new(PolicyStore::load(config.policy_path.as_deref())?);
     tracing::info!(policy_sha256 = %policy.current().hash_hex(), "purpose policy loaded");
@@ -79,12 +93,21 @@ pub async fn serve(
         vault: VaultServiceClient::new(channel.clone()),
         metrics: metrics.clone(),
     };
-    let gateway = GatewayApi {
-        enforcer,
-        limits: Arc::new(CallerLimits::new(config.rate_limit, &config.rate_limits)),
+    let limits = Arc::new(CallerLimits::new(config.rate_limit, &config.rate_limits));
+    let documents = DocumentApi {
+        enforcer: enforcer.clone(),
+        documents: VaultDocumentServiceClient::new(channel.clone()),
+        limits: limits.clone(),
         writers: roles.writers.clone().into(),
-        max_batch_items: config.max_batch_items,
     };
+    let statistics = StatisticsApi {
+        enforcer: enforcer.clone(),
+        statistics: VaultStatisticsServiceClient::new(channel.clone()),
+        limits: limits.clone(),
+        min_group_size: config.statistics_min_group_size,
+    };
+    let gateway =
+        GatewayApi { enforcer, limits, writers: roles.writers.clone().into(), max_batch_items: config.max_batch_items };
     let consent = ConsentApi {
         store: consents,
         managers: roles.consent_managers.clone().into(),
@@ -96,6 +119,8 @@ pub async fn serve(
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let lifecycle = qupia_ops::Lifecycle::new(health_reporter);
     lifecycle.serving::<GatewayServiceServer<GatewayApi>>().await;
+    lifecycle.serving::<DocumentServiceServer<DocumentApi>>().await;
+    lifecycle.serving::<StatisticsServiceServer<StatisticsApi>>().await;
     // Up before the gRPC port serves, so probes and scrapes see the whole start-up.
     let _ops_server = qupia_ops::OpsServer::start(&config.ops, metrics.clone(), lifecycle.clone()).await?;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -125,6 +150,13 @@ pub async fn serve(
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(InterceptedService::new(GatewayServiceServer::new(gateway), gate()))
+                // Each message of an upload may be up to 4 MiB (tonic's default, stated
+                // here); the gateway passes content on to the vault in smaller pieces.
+                .add_service(InterceptedService::new(
+                    DocumentServiceServer::new(documents).max_decoding_message_size(MAX_DOCUMENT_MESSAGE_BYTES),
+                    gate(),
+                ))
+                .add_service(InterceptedService::new(StatisticsServiceServer::new(statistics), gate()))
                 .add_service(InterceptedService::new(ConsentServiceServer::new(consent), gate()))
                 .add_service(InterceptedService::new(PolicyServiceServer::new(explain), gate()))
                 .add_service(InterceptedService::new(AuditServiceServer::new(audit), gate()))

@@ -483,3 +483,36 @@ async fn concurrent_publishers_leave_no_gaps_body(backend: Backend) {
 fn hex_digit(i: u8) -> char {
     char::from_digit(u32::from(i), 16).unwrap_or('0')
 }
+
+storage_test!(active_consents_lists_exactly_who_counts_now, active_consents_lists_exactly_who_counts_now_body);
+async fn active_consents_lists_exactly_who_counts_now_body(backend: Backend) {
+    let (_db, store) = published(backend, "consent_active").await;
+    let granted = store.record(grant(&person(1), Purpose::Statistics, 1)).await.expect("grant");
+    let expiring = store
+        .record(NewConsentEvent {
+            expires_at_ms: Some(now_ms() + MINUTE_MS),
+            ..grant(&person(2), Purpose::Statistics, 1)
+        })
+        .await
+        .expect("grant with expiry");
+    store.record(grant(&person(3), Purpose::Statistics, 1)).await.expect("grant");
+    store.record(withdraw(&person(3), Purpose::Statistics, 1)).await.expect("withdraw");
+    store.record(grant(&person(4), Purpose::Advertising, 1)).await.expect("another purpose");
+    // Withdrawn, then granted again: counts, with the new grant's id.
+    store.record(grant(&person(5), Purpose::Statistics, 1)).await.expect("grant");
+    store.record(withdraw(&person(5), Purpose::Statistics, 1)).await.expect("withdraw");
+    let again = store.record(grant(&person(5), Purpose::Statistics, 1)).await.expect("grant again");
+
+    let now = now_ms();
+    let expected =
+        vec![(person(1), granted.id.clone()), (person(2), expiring.id.clone()), (person(5), again.id.clone())];
+    assert_eq!(store.active_consents(Purpose::Statistics, "", now).await.expect("active"), expected);
+    // After the expiry, the expiring grant no longer counts.
+    let later = store.active_consents(Purpose::Statistics, "", now + 2 * MINUTE_MS).await.expect("active");
+    assert_eq!(later, vec![(person(1), granted.id.clone()), (person(5), again.id.clone())]);
+    // A version that requires re-consent for statistics empties the list at once.
+    store.publish_policy_version(&sha('2'), &[Purpose::Statistics], SECURITY).await.expect("publish v2");
+    assert!(store.active_consents(Purpose::Statistics, "", now_ms()).await.expect("active").is_empty());
+    // The same rules as check: a recipient is only for transfers.
+    assert_eq!(invalid_field(store.active_consents(Purpose::Statistics, "bank-a", now).await), "recipient");
+}

@@ -32,6 +32,10 @@ pub enum Error {
     /// The key provider failed.
     #[error("key provider failed: {0}")]
     Keys(qupia_crypto::Error),
+    /// The caller's request stream broke off (cancelled, reset, undecodable): what it
+    /// had sent is dropped, nothing stored.
+    #[error("the request stream failed: {}", .0.message())]
+    Stream(Status),
 }
 
 impl Error {
@@ -68,8 +72,12 @@ impl Error {
                 qupia_crypto::Error::UnknownKeyVersion(_) | qupia_crypto::Error::KeyVersionNotUsable { .. } => {
                     Code::FailedPrecondition
                 }
-                qupia_crypto::Error::Keyring(_) | qupia_crypto::Error::Malformed(_) => Code::Internal,
+                qupia_crypto::Error::Unavailable(_) => Code::Unavailable,
+                qupia_crypto::Error::Keyring(_)
+                | qupia_crypto::Error::Pkcs11(_)
+                | qupia_crypto::Error::Malformed(_) => Code::Internal,
             },
+            Error::Stream(status) => status.code(),
         }
     }
 
@@ -85,6 +93,10 @@ impl Error {
             Code::Unavailable if matches!(self, Error::Audit(_)) => {
                 tracing::error!(error = %self, "access log write failed: refusing the operation");
                 "the access log cannot be written; nothing was done or revealed".to_owned()
+            }
+            Code::Unavailable if matches!(self, Error::Keys(_)) => {
+                tracing::warn!(error = %self, "key provider unavailable");
+                "the key provider is unavailable; try again".to_owned()
             }
             Code::Unavailable => {
                 tracing::warn!(error = %self, "storage unavailable");

@@ -5,6 +5,7 @@ use prost::Message;
 use qupia_api::types::v1::ItemError;
 use qupia_api::vault::v1 as proto;
 use qupia_api::vault::v1::vault_service_server::VaultService;
+use qupia_crypto::TokenKind;
 use qupia_transport::ServiceIdentity;
 use tonic::{Request, Response, Status};
 
@@ -50,7 +51,7 @@ impl VaultApi {
 
 /// The access-log record of a call. Reveals and lookups must carry the gateway's
 /// decision (purpose, decision id, the caller it decided for); writes may.
-fn access_record(
+pub(crate) fn access_record(
     caller: &ServiceIdentity,
     access: Option<&proto::AccessContext>,
     decided: bool,
@@ -303,14 +304,31 @@ impl VaultService for VaultApi {
             };
             let fields = model::fields(&d.fields, &at("fields"))?;
             ServiceIdentity::parse(&d.caller).map_err(|e| Error::invalid(at("caller"), e.to_string()))?;
+            let mut fields: Vec<String> = fields.iter().map(|f| f.as_str().to_owned()).collect();
+            // A decision about a document is filed under its owner, so that a query by
+            // person finds it; the document is named in the reason.
+            let (person, reason) = if d.person_token.starts_with(TokenKind::Document.prefix()) {
+                fields = vec!["document".to_owned()];
+                match self.vault.parse_token(&d.person_token, &at("person_token")) {
+                    Ok(document) => {
+                        let owner = self.vault.document_owner_token(&document).await?.unwrap_or_default();
+                        (owner, format!("document {}: {}", d.person_token, d.reason))
+                    }
+                    // A refusal of a forged token is still a decision to record; the
+                    // token itself is not repeated.
+                    Err(_) => (String::new(), format!("a document token that is not valid: {}", d.reason)),
+                }
+            } else {
+                (d.person_token, d.reason)
+            };
             entries.push(qupia_audit::NewEntry {
                 caller: d.caller,
                 operation: if d.operation.is_empty() { "decision".to_owned() } else { d.operation },
                 purpose,
-                person: d.person_token,
-                fields: fields.iter().map(|f| f.as_str().to_owned()).collect(),
+                person,
+                fields,
                 outcome: if d.allowed { qupia_audit::Outcome::Allowed } else { qupia_audit::Outcome::Denied },
-                reason: d.reason,
+                reason,
                 consent_id: d.consent_id,
                 request_id: d.request_id,
                 decision_id: d.decision_id,

@@ -4,21 +4,27 @@
 //! It stores people as AES-256-GCM ciphertexts under per-person data keys wrapped by
 //! a versioned key-encryption key, hands out random tokens in their place, finds
 //! people by e-mail or phone through a keyed blind index, and crypto-shreds them on
-//! erasure. Only the identities it trusts (the gateway's) may call it.
+//! erasure. It keeps scanned documents the same way, in authenticated chunks under the
+//! person's data key, and computes statistics without letting a value out. Only the
+//! identities it trusts (the gateway's) may call it.
 //!
 //! Nothing in this crate may log, trace or put into an error message a personal
 //! value or key material.
 
 mod audit_api;
 mod config;
+mod dimension;
+mod document;
+mod documents_api;
 mod error;
 mod grpc;
 pub mod model;
 mod server;
+mod statistics_api;
 pub mod store;
 mod vault;
 
-pub use config::{Config, Limits};
+pub use config::{Config, KeyProviderConfig, Limits};
 pub use error::Error;
 pub use server::{ServeError, serve};
 pub use vault::Vault;

@@ -1,10 +1,28 @@
 //! The `qupia-vault` binary: reads its configuration, starts logging, serves until
 //! SIGTERM or Ctrl-C.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use clap::ValueEnum;
+use qupia_crypto::Pkcs11Options;
 use qupia_transport::{ServiceIdentity, TlsFiles, TlsMode};
-use qupia_vault::{Config, Limits};
+use qupia_vault::{Config, KeyProviderConfig, Limits};
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+/// The environment variable that may hold the PKCS#11 user PIN (instead of a file). Not
+/// a flag: a command line is visible to every user of the machine.
+const PIN_ENV: &str = "QUPIA_VAULT_PKCS11_PIN";
+
+/// Where the key-encryption keys are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KeyProviderKind {
+    /// The keyring file (`--keyring`).
+    Keyring,
+    /// A PKCS#11 token (an HSM; SoftHSM2 for development).
+    Pkcs11,
+}
 
 #[derive(Debug, clap::Parser)]
 #[command(name = "qupia-vault", version, about = "Qupia's vault: encrypted personal data behind tokens")]
@@ -18,9 +36,28 @@ struct Args {
     /// Connections in the PostgreSQL pool.
     #[arg(long, env = "QUPIA_VAULT_MAX_CONNECTIONS", default_value_t = 16)]
     max_connections: u32,
-    /// The keyring file (created with mode 0600 if missing).
+    /// Where the keys are: the keyring file or a PKCS#11 token.
+    #[arg(long, env = "QUPIA_VAULT_KEY_PROVIDER", value_enum, default_value = "keyring")]
+    key_provider: KeyProviderKind,
+    /// The keyring file (created with mode 0600 if missing); with --key-provider keyring.
     #[arg(long, env = "QUPIA_VAULT_KEYRING")]
-    keyring: PathBuf,
+    keyring: Option<PathBuf>,
+    /// The PKCS#11 module (shared library), e.g. /usr/lib/softhsm/libsofthsm2.so.
+    #[arg(long, env = "QUPIA_VAULT_PKCS11_MODULE")]
+    pkcs11_module: Option<PathBuf>,
+    /// The label of the PKCS#11 token that holds the keys.
+    #[arg(long, env = "QUPIA_VAULT_PKCS11_TOKEN_LABEL")]
+    pkcs11_token_label: Option<String>,
+    /// A file holding the token's user PIN (one trailing newline is ignored). The PIN may
+    /// instead be given in the QUPIA_VAULT_PKCS11_PIN environment variable.
+    #[arg(long, env = "QUPIA_VAULT_PKCS11_PIN_FILE")]
+    pkcs11_pin_file: Option<PathBuf>,
+    /// The start of every object label of this key set in the token (qupia-kek-v1, ...).
+    #[arg(long, env = "QUPIA_VAULT_PKCS11_KEY_LABEL_PREFIX", default_value = Pkcs11Options::DEFAULT_KEY_LABEL_PREFIX)]
+    pkcs11_key_label_prefix: String,
+    /// Seconds start-up waits for the PKCS#11 token to be present.
+    #[arg(long, env = "QUPIA_VAULT_KEY_PROVIDER_WAIT_SECS", default_value_t = 30.0)]
+    key_provider_wait_secs: f64,
     /// CA certificate (PEM) that signs every Qupia certificate.
     #[arg(long, env = "QUPIA_VAULT_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -54,6 +91,12 @@ struct Args {
     /// Seconds start-up waits for the database to accept connections.
     #[arg(long, env = "QUPIA_VAULT_DATABASE_WAIT_SECS", default_value_t = 30.0)]
     database_wait_secs: f64,
+    /// The largest document stored, in bytes; an upload is refused as soon as it passes it.
+    #[arg(long, env = "QUPIA_VAULT_MAX_DOCUMENT_BYTES", default_value_t = Limits::DEFAULT_MAX_DOCUMENT_BYTES)]
+    max_document_bytes: u64,
+    /// The most people one statistics aggregate counts.
+    #[arg(long, env = "QUPIA_VAULT_MAX_AGGREGATE_SUBJECTS", default_value_t = 100_000)]
+    max_aggregate_subjects: usize,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "QUPIA_LOG_JSON")]
     log_json: bool,
@@ -75,12 +118,72 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     Ok(Config {
         database_url: args.database_url.clone(),
         max_connections: args.max_connections,
-        keyring_path: args.keyring.clone(),
+        keys: key_provider(args)?,
         tls,
         trusted_callers,
-        limits: Limits::default(),
+        limits: Limits {
+            max_document_bytes: args.max_document_bytes,
+            max_aggregate_subjects: args.max_aggregate_subjects,
+            ..Limits::default()
+        },
         ops: ops_options(args)?,
     })
+}
+
+/// The key provider from the flags. Errors name the setting, never the PIN.
+fn key_provider(args: &Args) -> anyhow::Result<KeyProviderConfig> {
+    match args.key_provider {
+        KeyProviderKind::Keyring => {
+            let Some(path) = &args.keyring else {
+                anyhow::bail!("keyring: required when key_provider is keyring (--keyring or QUPIA_VAULT_KEYRING)")
+            };
+            Ok(KeyProviderConfig::keyring(path))
+        }
+        KeyProviderKind::Pkcs11 => {
+            let required = |value: Option<&str>, key: &str, flag: &str| match value {
+                Some(value) if !value.is_empty() => Ok(value.to_owned()),
+                _ => Err(anyhow::anyhow!("{key}: required when key_provider is pkcs11 ({flag})")),
+            };
+            let module = args.pkcs11_module.as_deref().and_then(Path::to_str);
+            let module = required(module, "pkcs11_module", "--pkcs11-module or QUPIA_VAULT_PKCS11_MODULE")?;
+            let token_label = required(
+                args.pkcs11_token_label.as_deref(),
+                "pkcs11_token_label",
+                "--pkcs11-token-label or QUPIA_VAULT_PKCS11_TOKEN_LABEL",
+            )?;
+            let wait = Duration::try_from_secs_f64(args.key_provider_wait_secs)
+                .map_err(|_| anyhow::anyhow!("key_provider_wait_secs: must be a non-negative number of seconds"))?;
+            let options = Pkcs11Options {
+                module: PathBuf::from(module),
+                token_label,
+                pin: pin(args.pkcs11_pin_file.as_deref())?,
+                key_label_prefix: args.pkcs11_key_label_prefix.clone(),
+            };
+            Ok(KeyProviderConfig::Pkcs11 { options, wait })
+        }
+    }
+}
+
+/// The PKCS#11 user PIN, from the file if one is named, else from the environment.
+fn pin(file: Option<&Path>) -> anyhow::Result<SecretString> {
+    let text = match file {
+        Some(path) => Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|err| anyhow::anyhow!("pkcs11_pin_file: cannot read {}: {err}", path.display()))?,
+        ),
+        None => match std::env::var(PIN_ENV) {
+            Ok(pin) => Zeroizing::new(pin),
+            Err(_) => anyhow::bail!(
+                "pkcs11_pin_file: required when key_provider is pkcs11 (--pkcs11-pin-file, QUPIA_VAULT_PKCS11_PIN_FILE or {PIN_ENV})"
+            ),
+        },
+    };
+    // Files usually end in a newline that is not part of the PIN.
+    let pin = text.strip_suffix('\n').map(|pin| pin.strip_suffix('\r').unwrap_or(pin)).unwrap_or(&text);
+    if pin.is_empty() {
+        anyhow::bail!("pkcs11_pin_file: the PIN is empty");
+    }
+    Ok(SecretString::from(pin))
 }
 
 /// The ops options from the flags.

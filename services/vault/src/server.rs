@@ -4,24 +4,29 @@ use std::future::Future;
 use std::sync::Arc;
 
 use qupia_api::audit::v1::audit_service_server::AuditServiceServer;
+use qupia_api::vault::v1::vault_document_service_server::VaultDocumentServiceServer;
 use qupia_api::vault::v1::vault_service_server::VaultServiceServer;
-use qupia_crypto::{KeyProvider, KeyState, Keyring};
+use qupia_api::vault::v1::vault_statistics_service_server::VaultStatisticsServiceServer;
+use qupia_crypto::{KeyState, KeyStore, Keyring, Pkcs11KeyStore};
+use qupia_ops::{Attempt, WaitError};
 use qupia_transport::{Admission, TlsMode};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::audit_api::AuditApi;
+use crate::documents_api::DocumentApi;
 use crate::grpc::VaultApi;
+use crate::statistics_api::{MAX_SUBJECT_BYTES, StatisticsApi};
 use crate::store::Store;
 use crate::vault::Vault;
-use crate::{Config, Error};
+use crate::{Config, Error, KeyProviderConfig};
 
 /// Why the vault could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("failed to open the keyring: {0}")]
-    Keyring(#[from] qupia_crypto::Error),
+    #[error("failed to open the {provider} key provider: {error}")]
+    Keys { provider: &'static str, error: WaitError<qupia_crypto::Error> },
     #[error("failed to open the database: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("failed to set up TLS: {0}")]
@@ -48,19 +53,28 @@ pub async fn serve(
     if config.trusted_callers.is_empty() {
         return Err(ServeError::NoTrustedCallers);
     }
-    let keyring = Arc::new(Keyring::load_or_create(&config.keyring_path)?);
+    let keys =
+        open_keys(&config.keys).await.map_err(|error| ServeError::Keys { provider: config.keys.kind(), error })?;
     qupia_ops::wait_for_database(&config.database_url, config.ops.database_wait).await?;
     let store = Store::connect(&config.database_url, config.max_connections).await?;
-    tracing::info!(backend = ?store.backend(), kek_version = qupia_crypto::KeyProvider::current_version(keyring.as_ref()), "vault storage and keys ready");
+    tracing::info!(
+        backend = ?store.backend(),
+        key_provider = %keys.name(),
+        kek_version = keys.current_version(),
+        "vault storage and keys ready"
+    );
     let metrics = qupia_ops::Metrics::new();
     metrics.observe_pool(store.pool().clone());
-    metrics.set_key_versions(keyring.versions().into_iter().map(|(_, state)| key_state_label(state)));
-    let vault = Vault::new(store.clone(), keyring).with_metrics(metrics.clone());
+    metrics.set_key_provider(keys.name());
+    metrics.set_key_versions(keys.versions().into_iter().map(|(_, state)| key_state_label(state)));
+    let vault = Vault::new(store.clone(), keys).with_metrics(metrics.clone());
     let audit = AuditApi { ledger: vault.ledger().clone() };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let lifecycle = qupia_ops::Lifecycle::new(health_reporter);
     lifecycle.serving::<VaultServiceServer<VaultApi>>().await;
+    lifecycle.serving::<VaultDocumentServiceServer<DocumentApi>>().await;
+    lifecycle.serving::<VaultStatisticsServiceServer<StatisticsApi>>().await;
     // Up before the gRPC port serves, so probes and scrapes see the whole start-up.
     let _ops_server = qupia_ops::OpsServer::start(&config.ops, metrics.clone(), lifecycle.clone()).await?;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -72,6 +86,22 @@ pub async fn serve(
         TlsMode::InsecureDev { assumed_caller } => Some(assumed_caller.clone()),
         TlsMode::Mtls(_) => None,
     };
+    let documents = tonic::service::interceptor::InterceptedService::new(
+        VaultDocumentServiceServer::new(DocumentApi::new(vault.clone(), config.limits))
+            // Documents arrive as a stream of messages, each held to the request limit in
+            // `documents_api.rs`; the whole document to `max_document_bytes` as it comes.
+            .max_decoding_message_size(config.limits.max_request_bytes.saturating_mul(4)),
+        qupia_transport::admit(Admission::Only(config.trusted_callers.clone().into()), insecure_dev.clone(), "vault"),
+    );
+    let statistics = tonic::service::interceptor::InterceptedService::new(
+        VaultStatisticsServiceServer::new(StatisticsApi::new(vault.clone(), config.limits))
+            // One subject per person counted: the cap follows the subject limit, which
+            // `statistics_api.rs` reports clearly.
+            .max_decoding_message_size(
+                config.limits.max_aggregate_subjects.saturating_add(1).saturating_mul(MAX_SUBJECT_BYTES),
+            ),
+        qupia_transport::admit(Admission::Only(config.trusted_callers.clone().into()), insecure_dev.clone(), "vault"),
+    );
     let api = tonic::service::interceptor::InterceptedService::new(
         VaultServiceServer::new(VaultApi::new(vault, config.limits))
             // Transport-level cap for memory safety; the smaller, clearly reported
@@ -106,6 +136,8 @@ pub async fn serve(
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(api)
+                .add_service(documents)
+                .add_service(statistics)
                 .add_service(audit)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting)
         })
@@ -113,6 +145,37 @@ pub async fn serve(
     store.close().await;
     served?;
     Ok(())
+}
+
+/// Opens the configured key store. A PKCS#11 token that is not present yet is waited
+/// for, with the database's bounded retry; a wrong PIN or a missing module is reported at
+/// once (retrying a wrong PIN could lock the token).
+async fn open_keys(keys: &KeyProviderConfig) -> Result<Arc<dyn KeyStore>, WaitError<qupia_crypto::Error>> {
+    match keys {
+        KeyProviderConfig::Keyring { path } => {
+            let keyring = Keyring::load_or_create(path).map_err(WaitError::Failed)?;
+            Ok(Arc::new(keyring))
+        }
+        KeyProviderConfig::Pkcs11 { options, wait } => {
+            let what = format!("the PKCS#11 token '{}' (pkcs11_token_label)", options.token_label);
+            let store = qupia_ops::wait_until_ready(&what, *wait, || {
+                let options = options.clone();
+                async move {
+                    // PKCS#11 calls block; a network HSM may take a while to answer.
+                    match tokio::task::spawn_blocking(move || Pkcs11KeyStore::open(&options)).await {
+                        Ok(Ok(store)) => Attempt::Ready(store),
+                        Ok(Err(error @ qupia_crypto::Error::Unavailable(_))) => Attempt::NotYet(error),
+                        Ok(Err(error)) => Attempt::Failed(error),
+                        Err(panicked) => Attempt::Failed(qupia_crypto::Error::Pkcs11(format!(
+                            "opening the PKCS#11 token panicked: {panicked}"
+                        ))),
+                    }
+                }
+            })
+            .await?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// A key state as a metric label, spelled as in the keyring file.

@@ -14,6 +14,12 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 
+mod aggregate;
+mod documents;
+
+pub use aggregate::AggregateRow;
+pub use documents::{DocumentRow, NewDocument};
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -370,11 +376,20 @@ impl Store {
         row.map(|r| id16(r.try_get("token_id")?)).transpose()
     }
 
-    /// Crypto-shreds a person: removes their wrapped key, ciphertexts and index
-    /// entries and records the erasure. Returns the number of field values removed,
-    /// or `None` when there was no such person.
+    /// Crypto-shreds a person: removes their wrapped key, ciphertexts, documents and
+    /// index entries and records the erasure. Returns the number of field values
+    /// removed, or `None` when there was no such person.
     pub async fn erase(&self, person_id: &[u8; 16], audit: &NewEntry) -> Result<Option<u32>, WriteError> {
         let mut tx = self.pool.begin().await?;
+        // The foreign keys cascade too; deleting explicitly does not depend on SQLite's
+        // foreign_keys pragma being on for this connection.
+        sqlx::query(
+            "DELETE FROM document_chunks WHERE document_id IN (SELECT document_id FROM documents WHERE person_id = $1)",
+        )
+        .bind(person_id.to_vec())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM documents WHERE person_id = $1").bind(person_id.to_vec()).execute(&mut *tx).await?;
         let removed_fields = sqlx::query("DELETE FROM field_values WHERE person_id = $1")
             .bind(person_id.to_vec())
             .execute(&mut *tx)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use qupia_crypto::{DataKey, KeyProvider, Keyring, Token, TokenKind, WrappedKey, slot_aad};
+use qupia_crypto::{DataKey, KeyProvider, KeyStore, Token, TokenKind, WrappedKey, slot_aad};
 use qupia_domain::Field;
 use qupia_transport::ServiceIdentity;
 use zeroize::Zeroizing;
@@ -14,6 +14,12 @@ use qupia_audit::{AuditLedger, NewEntry, Operation, Outcome};
 use crate::Error;
 use crate::model::{FieldUpdate, LookupKey, Person};
 use crate::store::{IndexEntry, Inserted, NewPerson, PersonKey, PersonRecord, Store, StoredField};
+
+mod aggregate;
+mod documents;
+
+pub use aggregate::AggregateSubject;
+pub use documents::{DocumentInfo, UploadHeader};
 
 /// Who an operation is for and why, as the access log records it. The vault trusts
 /// these only from the gateway, which decided them.
@@ -88,13 +94,19 @@ pub struct Revealed {
 pub struct Vault {
     store: Store,
     ledger: AuditLedger,
-    keyring: Arc<Keyring>,
+    /// The keyring file or an HSM: the vault only ever sees the `KeyStore` interface.
+    keys: Arc<dyn KeyStore>,
     metrics: qupia_ops::Metrics,
 }
 
 impl Vault {
-    pub fn new(store: Store, keyring: Arc<Keyring>) -> Vault {
-        Vault { ledger: store.audit_ledger(), store, keyring, metrics: qupia_ops::Metrics::default() }
+    pub fn new(store: Store, keys: Arc<dyn KeyStore>) -> Vault {
+        Vault { ledger: store.audit_ledger(), store, keys, metrics: qupia_ops::Metrics::default() }
+    }
+
+    /// The key store, for key administration.
+    pub fn keys(&self) -> &Arc<dyn KeyStore> {
+        &self.keys
     }
 
     /// Reports audit-write times to `metrics`.
@@ -120,17 +132,17 @@ impl Vault {
     }
 
     fn kek(&self) -> &dyn KeyProvider {
-        self.keyring.as_ref()
+        self.keys.as_ref()
     }
 
     fn encode(&self, kind: TokenKind, id: [u8; 16]) -> String {
-        Token::new(kind, id).encode(self.keyring.token_key())
+        Token::new(kind, id).encode(self.keys.token_key())
     }
 
     /// Parses a token string; a malformed or forged token is refused here, before
     /// any database work.
     pub fn parse_token(&self, token: &str, field_name: &str) -> Result<Token, Error> {
-        Token::parse(token, self.keyring.token_key()).map_err(|e| Error::invalid(field_name, e.to_string()))
+        Token::parse(token, self.keys.token_key()).map_err(|e| Error::invalid(field_name, e.to_string()))
     }
 
     /// Stores people, one transaction for all; a result per item.
@@ -202,7 +214,7 @@ impl Vault {
             });
             field_tokens.push((field, self.encode(TokenKind::Field, token_id)));
         }
-        let index_key = self.keyring.blind_index_key();
+        let index_key = self.keys.blind_index_key();
         let idempotency_key = item.idempotency_key.as_ref().map(|key| {
             let mut scoped = Vec::with_capacity(caller.as_str().len() + key.len() + 1);
             scoped.extend_from_slice(caller.as_str().as_bytes());
@@ -216,7 +228,7 @@ impl Vault {
             idempotency_key,
             request_digest: index_key.digest("request", &canonical_person(&item.person)),
             fields,
-            index: index_entries(&self.keyring, &item.person),
+            index: index_entries(self.keys.as_ref(), &item.person),
         };
         let tokenized =
             Tokenized { person_token: self.encode(TokenKind::Person, person_id), field_tokens, replayed: false };
@@ -315,8 +327,12 @@ impl Vault {
     }
 
     fn unwrap_dek(&self, record: &PersonRecord) -> Result<DataKey, Error> {
-        let wrapped = WrappedKey { kek_version: record.key.kek_version, bytes: record.key.dek_wrapped.clone() };
-        Ok(self.kek().unwrap(&wrapped, &record.person_id)?)
+        self.unwrap_key(&record.person_id, &record.key)
+    }
+
+    fn unwrap_key(&self, person_id: &[u8; 16], key: &PersonKey) -> Result<DataKey, Error> {
+        let wrapped = WrappedKey { kek_version: key.kek_version, bytes: key.dek_wrapped.clone() };
+        Ok(self.kek().unwrap(&wrapped, person_id)?)
     }
 
     /// The person tokens of an e-mail or phone, through every index-key version in use.
@@ -327,7 +343,7 @@ impl Vault {
             LookupKey::Phone(phone) => (Field::Phone, phone.e164()),
         };
         let digests: Vec<(u32, [u8; 32])> = self
-            .keyring
+            .keys
             .blind_index_keys()
             .iter()
             .map(|key| (key.version(), key.digest(field.as_str(), normalized.as_bytes())))
@@ -391,7 +407,7 @@ impl Vault {
     }
 
     fn index_entry(&self, field: Field, normalized: &str) -> IndexEntry {
-        let key = self.keyring.blind_index_key();
+        let key = self.keys.blind_index_key();
         IndexEntry { field, version: key.version(), digest: key.digest(field.as_str(), normalized.as_bytes()) }
     }
 
@@ -406,8 +422,8 @@ impl Vault {
     }
 }
 
-fn index_entries(keyring: &Keyring, person: &Person) -> Vec<IndexEntry> {
-    let key = keyring.blind_index_key();
+fn index_entries(keys: &dyn KeyStore, person: &Person) -> Vec<IndexEntry> {
+    let key = keys.blind_index_key();
     [(Field::Email, person.email.lookup_key()), (Field::Phone, person.phone.e164())]
         .into_iter()
         .map(|(field, normalized)| IndexEntry {

@@ -69,3 +69,30 @@ fn a_bad_value_is_refused_naming_the_setting() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("grace_period_secs"), "{stderr}");
 }
+
+#[test]
+fn the_pkcs11_settings_come_from_the_file_and_the_pin_never_shows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("vault.toml");
+    std::fs::write(
+        &file,
+        "database_url = 'sqlite://x.db'\n\
+         key_provider = 'pkcs11'\n\
+         pkcs11_module = '/usr/lib/softhsm/libsofthsm2.so'\n\
+         pkcs11_token_label = 'qupia'\n\
+         pkcs11_pin_file = '/run/secrets/hsm-pin'\n",
+    )
+    .expect("write the file");
+    let output = vault(
+        &["--config", file.to_str().expect("utf-8"), "--dump-config"],
+        &[("QUPIA_VAULT_PKCS11_PIN", "pin-from-env-5150")],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("key_provider = \"pkcs11\"  # file"), "{stdout}");
+    assert!(stdout.contains("pkcs11_module = \"/usr/lib/softhsm/libsofthsm2.so\"  # file"), "{stdout}");
+    assert!(stdout.contains("pkcs11_token_label = \"qupia\"  # file"), "{stdout}");
+    assert!(stdout.contains("pkcs11_pin_file = \"/run/secrets/hsm-pin\"  # file"), "{stdout}");
+    assert!(stdout.contains("pkcs11_key_label_prefix = \"qupia\"  # default"), "{stdout}");
+    assert!(!stdout.contains("pin-from-env-5150"), "{stdout}");
+}

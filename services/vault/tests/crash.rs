@@ -7,7 +7,7 @@ use qupia_api::types::v1::Purpose;
 use qupia_api::vault::v1::vault_service_client::VaultServiceClient;
 use qupia_api::vault::v1::*;
 use qupia_test_support::people::PEOPLE;
-use qupia_test_support::{Backend, TestDb, TestPki, connect, storage_test};
+use qupia_test_support::{Backend, TestDb, TestKeys, TestPki, connect, storage_test};
 use tonic::transport::Channel;
 
 struct VaultProcess(Child);
@@ -23,15 +23,16 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spawn(db: &TestDb, pki: &TestPki, keyring: &std::path::Path, port: u16) -> VaultProcess {
+fn spawn(db: &TestDb, pki: &TestPki, keys: &TestKeys, port: u16) -> VaultProcess {
     let files = pki.service("vault");
+    let (key_args, key_env) = keys.command_line();
     let child = Command::new(env!("CARGO_BIN_EXE_qupia-vault"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         // Tests run side by side: no fixed ops port.
         .args(["--ops-listen", "127.0.0.1:0"])
         .args(["--database-url", &db.url])
-        .arg("--keyring")
-        .arg(keyring)
+        .args(key_args)
+        .envs(key_env)
         .arg("--tls-ca")
         .arg(&files.ca)
         .arg("--tls-cert")
@@ -61,10 +62,10 @@ async fn survives_kill(backend: Backend) {
     let db = TestDb::create(backend, "crash").await;
     let pki = TestPki::new();
     let dir = tempfile::tempdir().unwrap();
-    let keyring = dir.path().join("keyring.json");
+    let keys = TestKeys::new(dir.path());
     let port = free_port();
 
-    let mut process = spawn(&db, &pki, &keyring, port);
+    let mut process = spawn(&db, &pki, &keys, port);
     let mut vault = client(&pki, port).await;
     let mut stored = Vec::new();
     for (i, (surname, given_name, patronymic, email, phone)) in PEOPLE.iter().enumerate() {
@@ -93,7 +94,7 @@ async fn survives_kill(backend: Backend) {
     process.0.wait().unwrap();
     drop(vault);
 
-    let _process = spawn(&db, &pki, &keyring, port);
+    let _process = spawn(&db, &pki, &keys, port);
     let mut vault = client(&pki, port).await;
     for (token, email, phone) in stored {
         let values = vault

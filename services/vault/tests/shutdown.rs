@@ -14,7 +14,7 @@ use qupia_api::vault::v1::vault_service_client::VaultServiceClient;
 use qupia_api::vault::v1::*;
 use qupia_test_support::ops::http_get;
 use qupia_test_support::people::PEOPLE;
-use qupia_test_support::{Backend, TestDb, TestPki, connect, storage_test};
+use qupia_test_support::{Backend, TestDb, TestKeys, TestPki, connect, storage_test};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -38,16 +38,17 @@ const DEREGISTRATION_DELAY: Duration = Duration::from_secs(1);
 const GRACE_PERIOD: Duration = Duration::from_secs(10);
 const TASKS: usize = 8;
 
-fn spawn(db: &TestDb, pki: &TestPki, keyring: &std::path::Path, port: u16, ops_port: u16) -> VaultProcess {
+fn spawn(db: &TestDb, pki: &TestPki, keys: &TestKeys, port: u16, ops_port: u16) -> VaultProcess {
     let files = pki.service("vault");
+    let (key_args, key_env) = keys.command_line();
     let child = Command::new(env!("CARGO_BIN_EXE_qupia-vault"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
         .args(["--deregistration-delay-secs", &DEREGISTRATION_DELAY.as_secs_f64().to_string()])
         .args(["--grace-period-secs", &GRACE_PERIOD.as_secs_f64().to_string()])
         .args(["--database-url", &db.url])
-        .arg("--keyring")
-        .arg(keyring)
+        .args(key_args)
+        .envs(key_env)
         .arg("--tls-ca")
         .arg(&files.ca)
         .arg("--tls-cert")
@@ -103,11 +104,11 @@ async fn drains(backend: Backend) {
     let db = TestDb::create(backend, "drain").await;
     let pki = TestPki::new();
     let dir = tempfile::tempdir().unwrap();
-    let keyring = dir.path().join("keyring.json");
+    let keys = TestKeys::new(dir.path());
     let (port, ops_port) = (free_port(), free_port());
     let ops: std::net::SocketAddr = ([127, 0, 0, 1], ops_port).into();
 
-    let mut process = spawn(&db, &pki, &keyring, port, ops_port);
+    let mut process = spawn(&db, &pki, &keys, port, ops_port);
     let channel = channel(&pki, port).await;
     assert_eq!(http_get(ops, "/readyz").await.expect("GET /readyz").0, 200);
     let mut health = HealthClient::new(channel.clone());
@@ -215,7 +216,7 @@ async fn drains(backend: Backend) {
 
     // Restarted on the same database: no undelivered call had been written.
     let (port, ops_port) = (free_port(), free_port());
-    let _process = spawn(&db, &pki, &keyring, port, ops_port);
+    let _process = spawn(&db, &pki, &keys, port, ops_port);
     let mut vault = VaultServiceClient::new(self::channel(&pki, port).await);
     for (task, call) in undelivered {
         let response = vault.tokenize(tokenize_request(task, call)).await.expect("retry after restart").into_inner();

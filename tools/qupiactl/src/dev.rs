@@ -77,7 +77,7 @@ async fn up(dev_dir: &Path, vault_addr: SocketAddr, gateway_addr: SocketAddr) ->
     let vault_config = qupia_vault::Config {
         database_url: sqlite_url(&dev_dir.join("vault.db"))?,
         max_connections: 1,
-        keyring_path: dev_dir.join("keyring.json"),
+        keys: qupia_vault::KeyProviderConfig::keyring(dev_dir.join("keyring.json")),
         tls: TlsMode::Mtls(tls_files(dev_dir, "vault")),
         trusted_callers: vec![ServiceIdentity::for_service("default", "gateway")],
         limits: qupia_vault::Limits::default(),

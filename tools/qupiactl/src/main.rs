@@ -1,5 +1,5 @@
 //! `qupiactl`: runs the whole suite on a laptop (`dev up`) and operates it: people,
-//! consents, the purpose policy and the access log.
+//! documents, consents, statistics, the purpose policy and the access log.
 //!
 //! Exit codes: 0 success; 1 a check failed (e.g. `audit verify` found the log
 //! broken); 2 the command could not be carried out (bad arguments, a refused call).
@@ -7,8 +7,10 @@
 mod audit_cmd;
 mod client;
 mod dev;
+mod document_cmd;
 mod person_cmd;
 mod policy_cmd;
+mod stats_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +44,16 @@ enum Command {
         #[command(subcommand)]
         command: person_cmd::PersonCommand,
     },
+    /// Store, download, list and delete people's scanned documents through the gateway.
+    Document {
+        #[command(subcommand)]
+        command: document_cmd::DocumentCommand,
+    },
+    /// Aggregates for purpose statistics, over people who consented.
+    Stats {
+        #[command(subcommand)]
+        command: stats_cmd::StatsCommand,
+    },
     /// Record and inspect consents.
     Consent {
         #[command(subcommand)]
@@ -68,6 +80,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Dev { .. } => Ok(true),
         Command::Person { command } => person_cmd::run_person(command, channel, cli.json).await.map(|()| true),
+        Command::Document { command } => document_cmd::run(command, channel, cli.json).await.map(|()| true),
+        Command::Stats { command } => stats_cmd::run(command, channel, cli.json).await.map(|()| true),
         Command::Consent { command } => person_cmd::run_consent(command, channel, cli.json).await.map(|()| true),
         Command::Policy { command } => policy_cmd::run(command, channel, cli.json).await.map(|()| true),
         Command::Audit { command } => audit_cmd::run(command, channel, cli.json).await,

@@ -360,6 +360,35 @@ impl ConsentStore {
         Ok(checks)
     }
 
+    /// Everyone whose consent for `purpose` (and `recipient`) counts at `now_ms`: their
+    /// person tokens and consent ids, ordered by token. One query; whether each latest
+    /// grant still counts (re-consent, expiry) is judged as [`ConsentStore::check`]
+    /// judges it.
+    pub async fn active_consents(
+        &self,
+        purpose: Purpose,
+        recipient: &str,
+        now_ms: i64,
+    ) -> Result<Vec<(String, String)>, ConsentError> {
+        model::validate_subject(purpose, recipient)?;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS}, {RECONSENT_VERSION} FROM consent_events e \
+             WHERE e.purpose = $1 AND e.recipient = $2 AND e.action = 'granted' AND {IS_LATEST} \
+             ORDER BY e.person_token"
+        );
+        let rows = sqlx::query(&sql).bind(purpose.as_str()).bind(recipient).fetch_all(&self.pool).await?;
+        let mut active = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let latest = event_of(row)?;
+            if let ConsentCheck::Active { consent_id } =
+                model::judge(&latest, row.try_get("reconsent_version")?, now_ms)
+            {
+                active.push((latest.person_token, consent_id));
+            }
+        }
+        Ok(active)
+    }
+
     /// Where each (purpose, recipient) the person has any event for stands at `now_ms`,
     /// sorted by purpose, then recipient.
     pub async fn states(&self, person_token: &str, now_ms: i64) -> Result<Vec<ConsentState>, ConsentError> {
