@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "qupia/vault/v1/documents.proto",
     "qupia/vault/v1/statistics.proto",
     "qupia/audit/v1/audit.proto",
+    "qupia/keys/v1/keys.proto",
     "qupia/gateway/v1/gateway.proto",
     "qupia/gateway/v1/documents.proto",
     "qupia/gateway/v1/statistics.proto",

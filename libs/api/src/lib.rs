@@ -32,6 +32,15 @@ pub mod audit {
     }
 }
 
+/// Key administration, served by the vault (to the gateway) and the gateway (to the
+/// security team).
+pub mod keys {
+    #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("qupia.keys.v1");
+    }
+}
+
 /// The gateway: the API internal services call.
 pub mod gateway {
     #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]

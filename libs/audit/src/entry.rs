@@ -76,10 +76,19 @@ pub enum Operation {
     KeyRotate,
     KeyRewrap,
     KeyRetire,
+    KeyRewrapStarted,
+    KeyRewrapFinished,
+    KeyMinDecryptVersion,
+    KeyDestroy,
+    IndexKeyRotate,
+    IndexReindexStarted,
+    IndexReindexFinished,
+    IndexKeyRemove,
+    ErasureReplay,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 15] = [
+    pub const ALL: [Operation; 24] = [
         Operation::Tokenize,
         Operation::Reveal,
         Operation::Lookup,
@@ -95,6 +104,15 @@ impl Operation {
         Operation::KeyRotate,
         Operation::KeyRewrap,
         Operation::KeyRetire,
+        Operation::KeyRewrapStarted,
+        Operation::KeyRewrapFinished,
+        Operation::KeyMinDecryptVersion,
+        Operation::KeyDestroy,
+        Operation::IndexKeyRotate,
+        Operation::IndexReindexStarted,
+        Operation::IndexReindexFinished,
+        Operation::IndexKeyRemove,
+        Operation::ErasureReplay,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -114,6 +132,15 @@ impl Operation {
             Operation::KeyRotate => "key_rotate",
             Operation::KeyRewrap => "key_rewrap",
             Operation::KeyRetire => "key_retire",
+            Operation::KeyRewrapStarted => "key_rewrap_started",
+            Operation::KeyRewrapFinished => "key_rewrap_finished",
+            Operation::KeyMinDecryptVersion => "key_min_decrypt_version",
+            Operation::KeyDestroy => "key_destroy",
+            Operation::IndexKeyRotate => "index_key_rotate",
+            Operation::IndexReindexStarted => "index_reindex_started",
+            Operation::IndexReindexFinished => "index_reindex_finished",
+            Operation::IndexKeyRemove => "index_key_remove",
+            Operation::ErasureReplay => "erasure_replay",
         }
     }
 }

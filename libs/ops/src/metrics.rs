@@ -43,6 +43,12 @@ struct StateLabels {
     state: &'static str,
 }
 
+/// A key version number (never key material).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: u32,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabels {
     provider: &'static str,
@@ -93,6 +99,9 @@ struct Inner {
     key_versions: Family<StateLabels, Gauge>,
     key_provider: Family<ProviderLabels, Gauge>,
     rewrap_progress: Gauge<f64, AtomicU64>,
+    reindex_progress: Gauge<f64, AtomicU64>,
+    kek_encryptions: Family<VersionLabels, Gauge>,
+    kek_encryption_alarm: Family<VersionLabels, Gauge>,
     pool_connections: Family<StateLabels, Gauge>,
     pool_max: Gauge,
     /// The pool sampled on each scrape.
@@ -147,6 +156,24 @@ impl Metrics {
             "Share of data keys wrapped by the current key-encryption key during a rewrap",
             rewrap_progress.clone(),
         );
+        let reindex_progress = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "qupia_reindex_progress_ratio",
+            "Share of people indexed under the current blind-index key during a reindex",
+            reindex_progress.clone(),
+        );
+        let kek_encryptions = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "qupia_kek_encryptions",
+            "Encryptions (wraps) counted under each key-encryption-key version",
+            kek_encryptions.clone(),
+        );
+        let kek_encryption_alarm = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "qupia_kek_encryption_alarm",
+            "1 when a key-encryption-key version reached its encryption alarm threshold: rotate it",
+            kek_encryption_alarm.clone(),
+        );
         let pool_connections = Family::<StateLabels, Gauge>::default();
         registry.register(
             "qupia_db_pool_connections",
@@ -166,6 +193,9 @@ impl Metrics {
                 key_versions,
                 key_provider,
                 rewrap_progress,
+                reindex_progress,
+                kek_encryptions,
+                kek_encryption_alarm,
                 pool_connections,
                 pool_max,
                 pool: Mutex::new(None),
@@ -223,6 +253,22 @@ impl Metrics {
         self.inner.rewrap_progress.set(ratio.clamp(0.0, 1.0));
     }
 
+    /// Sets the reindex progress, from 0 to 1.
+    pub fn set_reindex_progress(&self, ratio: f64) {
+        self.inner.reindex_progress.set(ratio.clamp(0.0, 1.0));
+    }
+
+    /// Sets the encryptions counted under a KEK version.
+    pub fn set_kek_encryptions(&self, version: u32, encryptions: u64) {
+        let value = i64::try_from(encryptions).unwrap_or(i64::MAX);
+        self.inner.kek_encryptions.get_or_create(&VersionLabels { version }).set(value);
+    }
+
+    /// Raises (or clears) the encryption alarm of a KEK version.
+    pub fn set_kek_encryption_alarm(&self, version: u32, raised: bool) {
+        self.inner.kek_encryption_alarm.get_or_create(&VersionLabels { version }).set(i64::from(raised));
+    }
+
     /// Samples `pool` on every scrape.
     pub fn observe_pool(&self, pool: AnyPool) {
         *self.inner.pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(pool);
@@ -260,6 +306,9 @@ mod tests {
         metrics.dek_cache(CacheResult::Miss);
         metrics.set_key_versions(["active", "decrypt_only"]);
         metrics.set_rewrap_progress(0.5);
+        metrics.set_reindex_progress(0.25);
+        metrics.set_kek_encryptions(2, 17);
+        metrics.set_kek_encryption_alarm(2, true);
         metrics.set_key_provider("keyring-file");
         metrics.set_key_provider("pkcs11");
         metrics.record_call("qupia.vault.v1.VaultService", "Tokenize", "OK", Duration::from_millis(2));
@@ -270,6 +319,9 @@ mod tests {
             "qupia_dek_cache_total{result=\"miss\"} 1",
             "qupia_key_versions{state=\"active\"} 1",
             "qupia_rewrap_progress_ratio 0.5",
+            "qupia_reindex_progress_ratio 0.25",
+            "qupia_kek_encryptions{version=\"2\"} 17",
+            "qupia_kek_encryption_alarm{version=\"2\"} 1",
             "qupia_key_provider{provider=\"pkcs11\"} 1",
             "grpc_server_requests_total{service=\"qupia.vault.v1.VaultService\",method=\"Tokenize\",code=\"OK\"} 1",
             "grpc_server_request_duration_seconds_count{service=\"qupia.vault.v1.VaultService\",method=\"Tokenize\"} 1",

@@ -9,6 +9,7 @@ use qupia_api::gateway::v1::document_service_client::DocumentServiceClient;
 use qupia_api::gateway::v1::gateway_service_client::GatewayServiceClient;
 use qupia_api::gateway::v1::policy_service_client::PolicyServiceClient;
 use qupia_api::gateway::v1::statistics_service_client::StatisticsServiceClient;
+use qupia_api::keys::v1::key_admin_service_client::KeyAdminServiceClient;
 use qupia_transport::TlsMode;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -121,6 +122,10 @@ impl Suite {
 
     pub async fn audit_as(&self, service: &str) -> AuditServiceClient<Channel> {
         AuditServiceClient::new(self.channel_as(service).await)
+    }
+
+    pub async fn keys_as(&self, service: &str) -> KeyAdminServiceClient<Channel> {
+        KeyAdminServiceClient::new(self.channel_as(service).await)
     }
 
     pub async fn documents_as(&self, service: &str) -> DocumentServiceClient<Channel> {

@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use qupia_api::keys::v1::key_admin_service_client::KeyAdminServiceClient;
 use qupia_api::vault::v1::vault_document_service_client::VaultDocumentServiceClient;
 use qupia_api::vault::v1::vault_service_client::VaultServiceClient;
 use qupia_api::vault::v1::vault_statistics_service_client::VaultStatisticsServiceClient;
 use qupia_crypto::Pkcs11Options;
 use qupia_transport::{ServiceIdentity, TlsFiles, TlsMode};
-use qupia_vault::{Config, KeyProviderConfig, Limits};
+use qupia_vault::{Config, KeyLifecycleOptions, KeyProviderConfig, Limits};
 use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -100,6 +101,12 @@ pub struct VaultHarness {
     pub keyring_path: PathBuf,
     /// The vault's keys.
     pub keys: TestKeys,
+    /// The erasure ledger's own database on PostgreSQL; on SQLite the ledger is a file
+    /// beside where the keyring would be ([`VaultHarness::ledger_sqlite_path`]).
+    pub ledger_db: Option<TestDb>,
+    /// Rates, batch size and alarm threshold of key administration.
+    pub key_lifecycle: KeyLifecycleOptions,
+    limits: Limits,
     /// The ops server's address once it listens.
     ops: qupia_ops::BoundAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -155,21 +162,32 @@ impl VaultHarness {
 
     /// Starts a vault whose certificates come from `pki` (shared with other services).
     pub async fn start_in(backend: Backend, limits: Limits, pki: std::sync::Arc<TestPki>) -> VaultHarness {
-        Self::start_on(backend, limits, pki, None).await
+        Self::start_on(backend, limits, KeyLifecycleOptions::default(), pki, None).await
     }
 
     /// Starts a vault on `keys`, whatever [`KEY_PROVIDER_ENV`] says.
     pub async fn start_with_keys(backend: Backend, keys: TestKeys) -> VaultHarness {
-        Self::start_on(backend, Limits::default(), std::sync::Arc::new(TestPki::new()), Some(keys)).await
+        let pki = std::sync::Arc::new(TestPki::new());
+        Self::start_on(backend, Limits::default(), KeyLifecycleOptions::default(), pki, Some(keys)).await
+    }
+
+    /// Starts a vault with the key-administration options given.
+    pub async fn start_with_key_options(backend: Backend, key_lifecycle: KeyLifecycleOptions) -> VaultHarness {
+        Self::start_on(backend, Limits::default(), key_lifecycle, std::sync::Arc::new(TestPki::new()), None).await
     }
 
     async fn start_on(
         backend: Backend,
         limits: Limits,
+        key_lifecycle: KeyLifecycleOptions,
         pki: std::sync::Arc<TestPki>,
         keys: Option<TestKeys>,
     ) -> VaultHarness {
         let db = TestDb::create(backend, "vault").await;
+        let ledger_db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestDb::create(backend, "ledger").await),
+        };
         let dir = tempfile::tempdir().expect("temp dir");
         let keyring_path = dir.path().join("keyring.json");
         let keys = keys.unwrap_or_else(|| TestKeys::new(dir.path()));
@@ -179,16 +197,31 @@ impl VaultHarness {
             pki,
             keyring_path,
             keys,
+            ledger_db,
+            key_lifecycle,
+            limits,
             ops: qupia_ops::BoundAddr::default(),
             stop: None,
             task: None,
             _dir: dir,
         };
-        harness.limits_start(limits).await;
+        harness.launch().await;
         harness
     }
 
-    async fn limits_start(&mut self, limits: Limits) {
+    /// Starts the vault again on the same database, keyring and ledger (after `stop`).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch().await;
+    }
+
+    /// The erasure ledger's file on SQLite.
+    pub fn ledger_sqlite_path(&self) -> PathBuf {
+        self.keyring_path.with_file_name("erasure-ledger.db")
+    }
+
+    async fn launch(&mut self) {
+        let limits = self.limits;
         let config = Config {
             database_url: self.db.url.clone(),
             max_connections: 8,
@@ -197,6 +230,11 @@ impl VaultHarness {
             trusted_callers: vec![ServiceIdentity::for_service("default", "gateway")],
             limits,
             ops: qupia_ops::OpsOptions::ephemeral(),
+            erasure_ledger_url: Some(match &self.ledger_db {
+                Some(ledger) => ledger.url.clone(),
+                None => format!("sqlite://{}?mode=rwc", self.ledger_sqlite_path().display()),
+            }),
+            key_lifecycle: self.key_lifecycle.clone(),
         };
         self.ops = config.ops.bound.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -243,6 +281,12 @@ impl VaultHarness {
     pub async fn client_as(&self, service: &str) -> VaultServiceClient<Channel> {
         let files = self.pki.service(service);
         VaultServiceClient::new(connect(self.addr, &files, "vault").await.expect("connect to the vault"))
+    }
+
+    /// A key-administration client holding a certificate for `service`.
+    pub async fn keys_as(&self, service: &str) -> KeyAdminServiceClient<Channel> {
+        let files = self.pki.service(service);
+        KeyAdminServiceClient::new(connect(self.addr, &files, "vault").await.expect("connect to the vault"))
     }
 
     /// A client with the gateway's identity: the one the vault trusts.

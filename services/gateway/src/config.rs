@@ -26,8 +26,8 @@ pub struct Roles {
     pub writers: Vec<ServiceIdentity>,
     /// May record and read consents (the accounts service, the operator CLI).
     pub consent_managers: Vec<ServiceIdentity>,
-    /// May publish policy versions, read the access log and explain any caller's
-    /// decisions (the security team's CLI).
+    /// May publish policy versions, read the access log, explain any caller's
+    /// decisions and administer keys (the security team's CLI).
     pub security: Vec<ServiceIdentity>,
 }
 

@@ -20,6 +20,7 @@ mod document_api;
 mod enforce;
 mod error;
 mod gateway_api;
+mod key_proxy;
 mod model;
 mod policy_api;
 mod rate_limit;

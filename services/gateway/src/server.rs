@@ -1,4 +1,4 @@
-//! Assembles the gateway: policy, consent store, vault client, and the four APIs.
+//! Assembles the gateway: policy, consent store, vault client, and its APIs.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,6 +10,8 @@ use qupia_api::gateway::v1::document_service_server::DocumentServiceServer;
 use qupia_api::gateway::v1::gateway_service_server::GatewayServiceServer;
 use qupia_api::gateway::v1::policy_service_server::PolicyServiceServer;
 use qupia_api::gateway::v1::statistics_service_server::StatisticsServiceServer;
+use qupia_api::keys::v1::key_admin_service_client::KeyAdminServiceClient;
+use qupia_api::keys::v1::key_admin_service_server::KeyAdminServiceServer;
 use qupia_api::vault::v1::vault_document_service_client::VaultDocumentServiceClient;
 use qupia_api::vault::v1::vault_service_client::VaultServiceClient;
 use qupia_api::vault::v1::vault_statistics_service_client::VaultStatisticsServiceClient;
@@ -27,6 +29,7 @@ use crate::consent_api::ConsentApi;
 use crate::document_api::DocumentApi;
 use crate::enforce::Enforcer;
 use crate::gateway_api::GatewayApi;
+use crate::key_proxy::KeyAdminProxy;
 use crate::policy_api::PolicyApi;
 use crate::rate_limit::CallerLimits;
 use crate::statistics_api::StatisticsApi;
@@ -114,6 +117,8 @@ pub async fn serve(
         security: roles.security.clone().into(),
     };
     let explain = PolicyApi { policy: policy.clone(), security: roles.security.clone().into() };
+    let keys =
+        KeyAdminProxy { vault: KeyAdminServiceClient::new(channel.clone()), security: roles.security.clone().into() };
     let audit = AuditProxy { vault: AuditServiceClient::new(channel), security: roles.security.clone().into() };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -160,6 +165,7 @@ pub async fn serve(
                 .add_service(InterceptedService::new(ConsentServiceServer::new(consent), gate()))
                 .add_service(InterceptedService::new(PolicyServiceServer::new(explain), gate()))
                 .add_service(InterceptedService::new(AuditServiceServer::new(audit), gate()))
+                .add_service(InterceptedService::new(KeyAdminServiceServer::new(keys), gate()))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting)
         })
         .await;

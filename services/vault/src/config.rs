@@ -6,6 +6,8 @@ use std::time::Duration;
 use qupia_crypto::Pkcs11Options;
 use qupia_transport::{ServiceIdentity, TlsMode};
 
+pub use crate::key_admin::KeyLifecycleOptions;
+
 /// Request limits. A request over them is refused with INVALID_ARGUMENT before any
 /// work is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,38 @@ pub struct Config {
     pub limits: Limits,
     /// The ops port, the shutdown timings and the start-up wait.
     pub ops: qupia_ops::OpsOptions,
+    /// The erasure ledger's database, kept apart from the vault database so that a
+    /// restore of the latter cannot roll it back. `None`: a SQLite file beside the
+    /// keyring (development); production names a separate PostgreSQL database.
+    pub erasure_ledger_url: Option<String>,
+    /// Rates, batch size and the encryption alarm of key administration.
+    pub key_lifecycle: KeyLifecycleOptions,
+}
+
+impl Config {
+    /// The erasure ledger's URL: the configured one; or, in development, a SQLite file
+    /// `erasure-ledger.db` beside the keyring file, or beside a SQLite vault database
+    /// when the keys are in a PKCS#11 token. `None` when there is no such place (a
+    /// PKCS#11 token and PostgreSQL): the URL must then be configured.
+    pub fn erasure_ledger_url(&self) -> Option<String> {
+        if let Some(url) = &self.erasure_ledger_url {
+            return Some(url.clone());
+        }
+        let beside = match self.keys.keyring_path() {
+            Some(keyring) => keyring.to_owned(),
+            None => {
+                let file = self.database_url.strip_prefix("sqlite://")?;
+                PathBuf::from(file.split('?').next().unwrap_or(file))
+            }
+        };
+        let dir = beside.parent().filter(|d| !d.as_os_str().is_empty());
+        let path = dir.map_or_else(
+            || PathBuf::from(crate::erasure_ledger::DEFAULT_FILE_NAME),
+            |d| d.join(crate::erasure_ledger::DEFAULT_FILE_NAME),
+        );
+        let path = std::path::absolute(&path).unwrap_or(path);
+        Some(format!("sqlite://{}?mode=rwc", path.display()))
+    }
 }
 
 /// Where the vault's keys are.

@@ -18,6 +18,10 @@ pub enum Error {
     /// The request is well formed but conflicts with stored state.
     #[error("{0}")]
     FailedPrecondition(&'static str),
+    /// A key-administration step the key lifecycle does not allow now; the message
+    /// names versions and counts, never a key.
+    #[error("{0}")]
+    KeyLifecycle(String),
     /// A stored ciphertext or wrapped key failed authentication: it was altered or
     /// moved to another slot. Nothing is returned rather than wrong data.
     #[error("a stored value failed its integrity check")]
@@ -32,6 +36,9 @@ pub enum Error {
     /// The key provider failed.
     #[error("key provider failed: {0}")]
     Keys(qupia_crypto::Error),
+    /// The erasure ledger could not be written: the erasure did not happen.
+    #[error("the erasure ledger cannot be written: {0}")]
+    ErasureLedger(sqlx::Error),
     /// The caller's request stream broke off (cancelled, reset, undecodable): what it
     /// had sent is dropped, nothing stored.
     #[error("the request stream failed: {}", .0.message())]
@@ -59,7 +66,7 @@ impl Error {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::NotFound(_) => Code::NotFound,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::FailedPrecondition(_) | Error::KeyLifecycle(_) => Code::FailedPrecondition,
             Error::Integrity => Code::DataLoss,
             Error::Storage(err) => match err {
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Code::Unavailable,
@@ -77,6 +84,8 @@ impl Error {
                 | qupia_crypto::Error::Pkcs11(_)
                 | qupia_crypto::Error::Malformed(_) => Code::Internal,
             },
+            // Whatever went wrong, the ledger may become writable again: retry later.
+            Error::ErasureLedger(_) => Code::Unavailable,
             Error::Stream(status) => status.code(),
         }
     }
@@ -93,6 +102,10 @@ impl Error {
             Code::Unavailable if matches!(self, Error::Audit(_)) => {
                 tracing::error!(error = %self, "access log write failed: refusing the operation");
                 "the access log cannot be written; nothing was done or revealed".to_owned()
+            }
+            Code::Unavailable if matches!(self, Error::ErasureLedger(_)) => {
+                tracing::error!(error = %self, "erasure ledger write failed: refusing the erasure");
+                "the erasure ledger cannot be written; the person was not erased".to_owned()
             }
             Code::Unavailable if matches!(self, Error::Keys(_)) => {
                 tracing::warn!(error = %self, "key provider unavailable");
@@ -143,6 +156,7 @@ impl From<crate::store::WriteError> for Error {
         match err {
             crate::store::WriteError::Sql(err) => Error::Storage(err),
             crate::store::WriteError::Audit(err) => Error::Audit(err),
+            crate::store::WriteError::ErasureLedger(err) => Error::ErasureLedger(err),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use qupia_crypto::Pkcs11Options;
 use qupia_transport::{ServiceIdentity, TlsFiles, TlsMode};
-use qupia_vault::{Config, KeyProviderConfig, Limits};
+use qupia_vault::{Config, KeyLifecycleOptions, KeyProviderConfig, Limits};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
@@ -91,6 +91,25 @@ struct Args {
     /// Seconds start-up waits for the database to accept connections.
     #[arg(long, env = "QUPIA_VAULT_DATABASE_WAIT_SECS", default_value_t = 30.0)]
     database_wait_secs: f64,
+    /// The erasure ledger's database (sqlite: or postgres:), apart from the vault
+    /// database; default: erasure-ledger.db beside the keyring.
+    #[arg(long, env = "QUPIA_VAULT_ERASURE_LEDGER_URL")]
+    erasure_ledger_url: Option<String>,
+    /// Data keys the rewrap job moves per second, at most.
+    #[arg(long, env = "QUPIA_VAULT_REWRAP_RATE", default_value_t = KeyLifecycleOptions::default().rewrap_rate_per_second)]
+    rewrap_rate: u32,
+    /// People the reindex job does per second, at most.
+    #[arg(long, env = "QUPIA_VAULT_REINDEX_RATE", default_value_t = KeyLifecycleOptions::default().reindex_rate_per_second)]
+    reindex_rate: u32,
+    /// People per transaction of the rewrap and reindex jobs.
+    #[arg(long, env = "QUPIA_VAULT_KEY_JOB_BATCH", default_value_t = KeyLifecycleOptions::default().job_batch_size)]
+    key_job_batch: u32,
+    /// Encryptions under one KEK version that raise the alarm (default 2^30).
+    #[arg(long, env = "QUPIA_VAULT_KEK_ENCRYPTION_ALARM", default_value_t = KeyLifecycleOptions::default().encryption_alarm_threshold)]
+    kek_encryption_alarm: u64,
+    /// Seconds between saves of the encryption counts (a crash loses at most this long's).
+    #[arg(long, env = "QUPIA_VAULT_ENCRYPTION_FLUSH_SECS", default_value_t = 5.0)]
+    encryption_flush_secs: f64,
     /// The largest document stored, in bytes; an upload is refused as soon as it passes it.
     #[arg(long, env = "QUPIA_VAULT_MAX_DOCUMENT_BYTES", default_value_t = Limits::DEFAULT_MAX_DOCUMENT_BYTES)]
     max_document_bytes: u64,
@@ -127,7 +146,22 @@ fn config(args: &Args) -> anyhow::Result<Config> {
             ..Limits::default()
         },
         ops: ops_options(args)?,
+        erasure_ledger_url: args.erasure_ledger_url.clone(),
+        key_lifecycle: KeyLifecycleOptions {
+            rewrap_rate_per_second: positive(args.rewrap_rate, "rewrap_rate")?,
+            reindex_rate_per_second: positive(args.reindex_rate, "reindex_rate")?,
+            job_batch_size: positive(args.key_job_batch, "key_job_batch")?,
+            encryption_alarm_threshold: args.kek_encryption_alarm.max(1),
+            encryption_flush_interval: std::time::Duration::try_from_secs_f64(args.encryption_flush_secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| anyhow::anyhow!("encryption_flush_secs: must be a positive number of seconds"))?,
+        },
     })
+}
+
+fn positive(value: u32, key: &str) -> anyhow::Result<u32> {
+    if value == 0 { anyhow::bail!("{key}: must be at least 1") } else { Ok(value) }
 }
 
 /// The key provider from the flags. Errors name the setting, never the PIN.

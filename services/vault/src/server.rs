@@ -4,10 +4,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use qupia_api::audit::v1::audit_service_server::AuditServiceServer;
+use qupia_api::keys::v1::key_admin_service_server::KeyAdminServiceServer;
 use qupia_api::vault::v1::vault_document_service_server::VaultDocumentServiceServer;
 use qupia_api::vault::v1::vault_service_server::VaultServiceServer;
 use qupia_api::vault::v1::vault_statistics_service_server::VaultStatisticsServiceServer;
-use qupia_crypto::{KeyState, KeyStore, Keyring, Pkcs11KeyStore};
+use qupia_crypto::{KeyStore, Keyring, Pkcs11KeyStore};
 use qupia_ops::{Attempt, WaitError};
 use qupia_transport::{Admission, TlsMode};
 use tokio::net::TcpListener;
@@ -16,7 +17,10 @@ use tonic::transport::Server;
 
 use crate::audit_api::AuditApi;
 use crate::documents_api::DocumentApi;
+use crate::erasure_ledger::ErasureLedger;
 use crate::grpc::VaultApi;
+use crate::key_admin::{EncryptionCounter, KeyAdmin, KeyLifecycle};
+use crate::key_api::KeyApi;
 use crate::statistics_api::{MAX_SUBJECT_BYTES, StatisticsApi};
 use crate::store::Store;
 use crate::vault::Vault;
@@ -29,6 +33,13 @@ pub enum ServeError {
     Keys { provider: &'static str, error: WaitError<qupia_crypto::Error> },
     #[error("failed to open the database: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("failed to open the erasure ledger (erasure_ledger_url): {0}")]
+    ErasureLedger(crate::store::StoreError),
+    #[error(
+        "erasure_ledger_url: required when the keys are in a PKCS#11 token and the vault database is \
+         PostgreSQL (a separate database, never restored with the vault's)"
+    )]
+    ErasureLedgerUrl,
     #[error("failed to set up TLS: {0}")]
     Tls(#[from] qupia_transport::Error),
     #[error("the gRPC server failed: {0}")]
@@ -66,8 +77,30 @@ pub async fn serve(
     let metrics = qupia_ops::Metrics::new();
     metrics.observe_pool(store.pool().clone());
     metrics.set_key_provider(keys.name());
-    metrics.set_key_versions(keys.versions().into_iter().map(|(_, state)| key_state_label(state)));
-    let vault = Vault::new(store.clone(), keys).with_metrics(metrics.clone());
+    let ledger_url = config.erasure_ledger_url().ok_or(ServeError::ErasureLedgerUrl)?;
+    let erasure_ledger = ErasureLedger::connect(&ledger_url).await.map_err(ServeError::ErasureLedger)?;
+    let counter = EncryptionCounter::new(
+        store.encryptions().await.map_err(Error::from)?,
+        config.key_lifecycle.encryption_alarm_threshold,
+        metrics.clone(),
+    );
+    let key_lifecycle = Arc::new(KeyLifecycle::new(store.min_decrypt_version().await.map_err(Error::from)?, counter));
+    let key_admin = KeyAdmin::new(
+        Arc::clone(&keys),
+        store.clone(),
+        Arc::clone(&key_lifecycle),
+        config.key_lifecycle.clone(),
+        metrics.clone(),
+    );
+    let vault = Vault::new(store.clone(), keys)
+        .with_metrics(metrics.clone())
+        .with_key_lifecycle(Arc::clone(&key_lifecycle))
+        .with_erasure_ledger(erasure_ledger.clone());
+    // Before anything is served: a database restored from an older backup must not
+    // answer for a person erased after that backup.
+    vault.replay_erasures().await?;
+    key_admin.resume_jobs().await?;
+    let counter_flush = spawn_counter_flush(store.clone(), Arc::clone(&key_lifecycle), &config);
     let audit = AuditApi { ledger: vault.ledger().clone() };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -115,6 +148,11 @@ pub async fn serve(
         qupia_transport::admit(Admission::Only(config.trusted_callers.clone().into()), insecure_dev.clone(), "vault"),
     );
 
+    let keys = tonic::service::interceptor::InterceptedService::new(
+        KeyAdminServiceServer::new(KeyApi { admin: key_admin.clone() }),
+        qupia_transport::admit(Admission::Only(config.trusted_callers.clone().into()), insecure_dev.clone(), "vault"),
+    );
+
     let mut builder = Server::builder();
     match &config.tls {
         TlsMode::Mtls(files) => builder = builder.tls_config(files.server_config()?)?,
@@ -139,12 +177,36 @@ pub async fn serve(
                 .add_service(documents)
                 .add_service(statistics)
                 .add_service(audit)
+                .add_service(keys)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting)
         })
         .await;
+    // Jobs stop between batches and resume at the next start; the counts go to disk.
+    key_admin.stop_jobs();
+    key_admin.join_jobs().await;
+    counter_flush.abort();
+    if let Err(err) = key_lifecycle.counter.flush(&store).await {
+        tracing::warn!(error = %err, "could not save the encryption counts at shutdown");
+    }
     store.close().await;
+    erasure_ledger.close().await;
     served?;
     Ok(())
+}
+
+/// Adds the counted encryptions to the database every flush interval.
+fn spawn_counter_flush(store: Store, lifecycle: Arc<KeyLifecycle>, config: &Config) -> tokio::task::JoinHandle<()> {
+    let every = config.key_lifecycle.encryption_flush_interval.max(std::time::Duration::from_millis(100));
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(err) = lifecycle.counter.flush(&store).await {
+                tracing::warn!(error = %err, "could not save the encryption counts; retrying at the next flush");
+            }
+        }
+    })
 }
 
 /// Opens the configured key store. A PKCS#11 token that is not present yet is waited
@@ -175,14 +237,5 @@ async fn open_keys(keys: &KeyProviderConfig) -> Result<Arc<dyn KeyStore>, WaitEr
             .await?;
             Ok(Arc::new(store))
         }
-    }
-}
-
-/// A key state as a metric label, spelled as in the keyring file.
-fn key_state_label(state: KeyState) -> &'static str {
-    match state {
-        KeyState::Active => "active",
-        KeyState::DecryptOnly => "decrypt_only",
-        KeyState::Retired => "retired",
     }
 }

@@ -49,6 +49,9 @@ pub enum WriteError {
     Sql(#[from] sqlx::Error),
     #[error(transparent)]
     Audit(#[from] qupia_audit::Error),
+    /// The erasure ledger (a database of its own) could not record an erasure.
+    #[error("erasure ledger: {0}")]
+    ErasureLedger(sqlx::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +87,9 @@ pub struct NewPerson {
     pub key: PersonKey,
     pub idempotency_key: Option<[u8; 32]>,
     pub request_digest: [u8; 32],
+    /// The idempotency and request digests under each older blind-index key still in
+    /// use: during an index-key rotation a retry must find the person stored before it.
+    pub earlier_digests: Vec<([u8; 32], [u8; 32])>,
     pub fields: Vec<StoredField>,
     pub index: Vec<IndexEntry>,
 }
@@ -123,11 +129,11 @@ pub struct Store {
     backend: Backend,
 }
 
-fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
-fn id16(bytes: Vec<u8>) -> Result<[u8; 16], sqlx::Error> {
+pub(crate) fn id16(bytes: Vec<u8>) -> Result<[u8; 16], sqlx::Error> {
     bytes.try_into().map_err(|_| sqlx::Error::Decode("a stored id is not 16 bytes".into()))
 }
 
@@ -135,7 +141,7 @@ fn field_of(name: &str) -> Result<Field, sqlx::Error> {
     Field::from_str(name).map_err(|_| sqlx::Error::Decode("a stored field name is unknown".into()))
 }
 
-fn u32_of(value: i64) -> Result<u32, sqlx::Error> {
+pub(crate) fn u32_of(value: i64) -> Result<u32, sqlx::Error> {
     u32::try_from(value).map_err(|_| sqlx::Error::Decode("a stored version is out of range".into()))
 }
 
@@ -189,7 +195,7 @@ impl Store {
         AuditLedger::new(self.pool.clone(), self.audit_backend())
     }
 
-    fn audit_backend(&self) -> qupia_audit::Backend {
+    pub(crate) fn audit_backend(&self) -> qupia_audit::Backend {
         match self.backend {
             Backend::Sqlite => qupia_audit::Backend::Sqlite,
             Backend::Postgres => qupia_audit::Backend::Postgres,
@@ -212,6 +218,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(people.len());
         for person in people {
+            if let Some(outcome) = replayed_under_earlier_keys(&mut tx, &person.earlier_digests).await? {
+                outcomes.push(outcome);
+                continue;
+            }
             let inserted = sqlx::query(
                 "INSERT INTO persons \
                  (person_id, dek_wrapped, kek_version, dek_version, idempotency_key, request_digest, created_at) \
@@ -329,11 +339,6 @@ impl Store {
         if !exists {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM blind_index WHERE person_id = $1 AND field = $2")
-            .bind(person_id.to_vec())
-            .bind(field.as_str())
-            .execute(&mut *tx)
-            .await?;
         match value {
             Some(stored) => {
                 sqlx::query(
@@ -358,6 +363,14 @@ impl Store {
                     .await?;
             }
         }
+        // The index entries go after the value: the value's row is locked by then, so a
+        // reindex that read the old value either committed its entry before (and it is
+        // deleted here) or finds the value changed and writes nothing.
+        sqlx::query("DELETE FROM blind_index WHERE person_id = $1 AND field = $2")
+            .bind(person_id.to_vec())
+            .bind(field.as_str())
+            .execute(&mut *tx)
+            .await?;
         for entry in index {
             insert_index(&mut tx, person_id, entry).await?;
         }
@@ -379,7 +392,15 @@ impl Store {
     /// Crypto-shreds a person: removes their wrapped key, ciphertexts, documents and
     /// index entries and records the erasure. Returns the number of field values
     /// removed, or `None` when there was no such person.
-    pub async fn erase(&self, person_id: &[u8; 16], audit: &NewEntry) -> Result<Option<u32>, WriteError> {
+    ///
+    /// With a `ledger`, the erasure is appended to it (and durable there) before this
+    /// transaction commits; if it cannot be, nothing is erased.
+    pub async fn erase(
+        &self,
+        person_id: &[u8; 16],
+        audit: &NewEntry,
+        ledger: Option<&crate::erasure_ledger::ErasureLedger>,
+    ) -> Result<Option<u32>, WriteError> {
         let mut tx = self.pool.begin().await?;
         // The foreign keys cascade too; deleting explicitly does not depend on SQLite's
         // foreign_keys pragma being on for this connection.
@@ -405,12 +426,21 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         }
+        let now = now_millis();
         sqlx::query("INSERT INTO erasures (person_id, erased_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(person_id.to_vec())
-            .bind(now_millis())
+            .bind(now)
             .execute(&mut *tx)
             .await?;
         AuditLedger::append_in(&mut tx, self.audit_backend(), std::slice::from_ref(audit)).await?;
+        if let Some(ledger) = ledger {
+            // Last before the commit: a failed append rolls the erasure back; an append
+            // whose erasure then fails to commit is re-applied at the next start.
+            if let Err(err) = ledger.append(person_id, &audit.caller, now).await {
+                tx.rollback().await?;
+                return Err(WriteError::ErasureLedger(err));
+            }
+        }
         tx.commit().await?;
         Ok(Some(u32::try_from(removed_fields).unwrap_or(u32::MAX)))
     }
@@ -438,6 +468,24 @@ async fn insert_index(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The earlier person whose idempotency digest under an older index key matches, if any.
+async fn replayed_under_earlier_keys(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    earlier: &[([u8; 32], [u8; 32])],
+) -> Result<Option<Inserted>, sqlx::Error> {
+    for (idempotency_key, request_digest) in earlier {
+        let taken = sqlx::query("SELECT 1 AS one FROM persons WHERE idempotency_key = $1")
+            .bind(idempotency_key.to_vec())
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some();
+        if taken {
+            return replayed(tx, idempotency_key, request_digest).await.map(Some);
+        }
+    }
+    Ok(None)
 }
 
 async fn replayed(

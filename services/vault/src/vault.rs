@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use qupia_crypto::{DataKey, KeyProvider, KeyStore, Token, TokenKind, WrappedKey, slot_aad};
+use qupia_crypto::{BlindIndexKey, DataKey, KeyProvider, KeyStore, Token, TokenKind, WrappedKey, slot_aad};
 use qupia_domain::Field;
 use qupia_transport::ServiceIdentity;
 use zeroize::Zeroizing;
@@ -12,6 +12,8 @@ use zeroize::Zeroizing;
 use qupia_audit::{AuditLedger, NewEntry, Operation, Outcome};
 
 use crate::Error;
+use crate::erasure_ledger::{ErasureLedger, LedgerEntry};
+use crate::key_admin::KeyLifecycle;
 use crate::model::{FieldUpdate, LookupKey, Person};
 use crate::store::{IndexEntry, Inserted, NewPerson, PersonKey, PersonRecord, Store, StoredField};
 
@@ -53,6 +55,9 @@ impl AccessRecord {
         }
     }
 }
+
+/// The caller named in the access log for what the vault does on its own at start-up.
+const REPLAY_CALLER: &str = "qupia-vault";
 
 /// One token to reveal.
 #[derive(Debug, Clone)]
@@ -97,11 +102,35 @@ pub struct Vault {
     /// The keyring file or an HSM: the vault only ever sees the `KeyStore` interface.
     keys: Arc<dyn KeyStore>,
     metrics: qupia_ops::Metrics,
+    /// The minimum decryption version, the encryption counter and the write gate,
+    /// shared with key administration.
+    lifecycle: Arc<KeyLifecycle>,
+    /// Every erasure is appended here before it commits (see `erasure_ledger.rs`).
+    erasure_ledger: Option<ErasureLedger>,
 }
 
 impl Vault {
     pub fn new(store: Store, keys: Arc<dyn KeyStore>) -> Vault {
-        Vault { ledger: store.audit_ledger(), store, keys, metrics: qupia_ops::Metrics::default() }
+        Vault {
+            ledger: store.audit_ledger(),
+            store,
+            keys,
+            metrics: qupia_ops::Metrics::default(),
+            lifecycle: Arc::default(),
+            erasure_ledger: None,
+        }
+    }
+
+    /// Shares the key lifecycle state with key administration.
+    pub fn with_key_lifecycle(mut self, lifecycle: Arc<KeyLifecycle>) -> Vault {
+        self.lifecycle = lifecycle;
+        self
+    }
+
+    /// Records every erasure in `ledger` before it commits.
+    pub fn with_erasure_ledger(mut self, ledger: ErasureLedger) -> Vault {
+        self.erasure_ledger = Some(ledger);
+        self
     }
 
     /// The key store, for key administration.
@@ -152,6 +181,8 @@ impl Vault {
         access: &AccessRecord,
         items: Vec<TokenizeItem>,
     ) -> Result<Vec<Result<Tokenized, Error>>, Error> {
+        // Held from the key snapshot to the commit (see `key_admin.rs`).
+        let _gate = self.lifecycle.write_gate.read().await;
         let mut rows = Vec::with_capacity(items.len());
         let mut tokens = Vec::with_capacity(items.len());
         for item in &items {
@@ -200,6 +231,7 @@ impl Vault {
         let person_id = *Token::generate(TokenKind::Person).id();
         let dek = DataKey::generate();
         let wrapped = self.kek().wrap(&dek, &person_id)?;
+        self.lifecycle.counter.count(wrapped.kek_version);
         let mut fields = Vec::with_capacity(Field::ALL.len());
         let mut field_tokens = Vec::with_capacity(Field::ALL.len());
         for field in Field::ALL {
@@ -214,21 +246,36 @@ impl Vault {
             });
             field_tokens.push((field, self.encode(TokenKind::Field, token_id)));
         }
-        let index_key = self.keys.blind_index_key();
-        let idempotency_key = item.idempotency_key.as_ref().map(|key| {
+        // One snapshot of the index keys for every digest of this person, so a rotation
+        // in between never splits them across versions.
+        let index_keys = self.keys.blind_index_keys();
+        let index_key = index_keys.first().cloned().unwrap_or_else(|| self.keys.blind_index_key());
+        let scoped = item.idempotency_key.as_ref().map(|key| {
             let mut scoped = Vec::with_capacity(caller.as_str().len() + key.len() + 1);
             scoped.extend_from_slice(caller.as_str().as_bytes());
             scoped.push(0);
             scoped.extend_from_slice(key.as_bytes());
-            index_key.digest("idempotency", &scoped)
+            scoped
         });
+        let canonical = canonical_person(&item.person);
+        // During an index-key rotation, a retry must also find a person stored under the
+        // older key (until that key is removed).
+        let earlier_digests = match &scoped {
+            Some(scoped) => index_keys
+                .iter()
+                .skip(1)
+                .map(|key| (key.digest("idempotency", scoped), key.digest("request", &canonical)))
+                .collect(),
+            None => Vec::new(),
+        };
         let row = NewPerson {
             person_id,
             key: PersonKey { dek_wrapped: wrapped.bytes, kek_version: wrapped.kek_version, dek_version: DEK_VERSION },
-            idempotency_key,
-            request_digest: index_key.digest("request", &canonical_person(&item.person)),
+            idempotency_key: scoped.as_ref().map(|scoped| index_key.digest("idempotency", scoped)),
+            request_digest: index_key.digest("request", &canonical),
+            earlier_digests,
             fields,
-            index: index_entries(self.keys.as_ref(), &item.person),
+            index: index_entries(&index_key, &item.person),
         };
         let tokenized =
             Tokenized { person_token: self.encode(TokenKind::Person, person_id), field_tokens, replayed: false };
@@ -295,6 +342,8 @@ impl Vault {
             }
         }
         .ok_or(Error::NotFound("token"))?;
+        // Refused before the access-log entry, so the entry says it was not revealed.
+        self.check_min_decrypt_version(&record.key)?;
         let wanted: Vec<Field> = match token.kind() {
             TokenKind::Field => {
                 let own = record
@@ -326,11 +375,27 @@ impl Vault {
         Ok(Revealed { person_token: self.encode(TokenKind::Person, record.person_id), values })
     }
 
+    fn check_min_decrypt_version(&self, key: &PersonKey) -> Result<(), Error> {
+        if key.kek_version < self.lifecycle.min_decrypt_version() {
+            return Err(Error::FailedPrecondition(
+                "the person's data key is under a key-encryption-key version below the minimum decryption \
+                 version; it can be read again once it is rewrapped",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Unwraps a person's data key for a request. A key under a KEK version below the
+    /// minimum decryption version is refused until the rewrap job moves it.
     fn unwrap_dek(&self, record: &PersonRecord) -> Result<DataKey, Error> {
         self.unwrap_key(&record.person_id, &record.key)
     }
 
+    /// Unwraps a data key for a request (reveal, rectify, documents, aggregates). A key
+    /// under a KEK version below the minimum decryption version is refused until the
+    /// rewrap job moves it (the job unwraps through key administration, not here).
     fn unwrap_key(&self, person_id: &[u8; 16], key: &PersonKey) -> Result<DataKey, Error> {
+        self.check_min_decrypt_version(key)?;
         let wrapped = WrappedKey { kek_version: key.kek_version, bytes: key.dek_wrapped.clone() };
         Ok(self.kek().unwrap(&wrapped, person_id)?)
     }
@@ -371,6 +436,8 @@ impl Vault {
         if person.kind() != TokenKind::Person {
             return Err(Error::invalid("person_token", "must be a person token"));
         }
+        // Held from the index-key snapshot to the commit (see `key_admin.rs`).
+        let _gate = self.lifecycle.write_gate.read().await;
         let record = self.store.person(person.id()).await?.ok_or(Error::NotFound("person"))?;
         let dek = self.unwrap_dek(&record)?;
         let (field, value): (Field, Option<String>) = match &update {
@@ -418,12 +485,59 @@ impl Vault {
         }
         let person_token = self.encode(TokenKind::Person, *person.id());
         let entry = access.entry(Operation::Erase, &person_token, &Field::ALL, "crypto-shredded");
-        self.store.erase(person.id(), &entry).await?.ok_or(Error::NotFound("person"))
+        self.store.erase(person.id(), &entry, self.erasure_ledger.as_ref()).await?.ok_or(Error::NotFound("person"))
+    }
+
+    /// Erases again every person in the erasure ledger still present in the database
+    /// (restored from a backup older than their erasure), before the vault serves.
+    /// Each re-applied erasure is in the access log, and so is the replay. Returns how
+    /// many people were erased again.
+    pub async fn replay_erasures(&self) -> Result<u64, Error> {
+        let Some(ledger) = &self.erasure_ledger else { return Ok(0) };
+        const PAGE: i64 = 500;
+        let mut after = self.store.erasure_replay_seq().await?;
+        let mut erased = 0u64;
+        let mut examined = 0u64;
+        loop {
+            let entries = ledger.entries_after(after, PAGE).await.map_err(Error::ErasureLedger)?;
+            let Some(last) = entries.last() else { break };
+            after = last.seq;
+            examined += entries.len() as u64;
+            let audit_for = |entry: &LedgerEntry| {
+                let caller = if entry.requested_by.is_empty() { REPLAY_CALLER } else { &entry.requested_by };
+                AccessRecord { caller: caller.to_owned(), ..AccessRecord::default() }.entry(
+                    Operation::Erase,
+                    &self.encode(TokenKind::Person, entry.person_id),
+                    &Field::ALL,
+                    "erasure re-applied from the erasure ledger at start-up",
+                )
+            };
+            erased += self.store.replay_erasures(&entries, audit_for).await?.len() as u64;
+        }
+        if examined == 0 {
+            return Ok(0);
+        }
+        if erased > 0 {
+            tracing::warn!(
+                erased,
+                examined,
+                "re-applied erasures from the erasure ledger: the database was older than them"
+            );
+        } else {
+            tracing::info!(examined, "erasure ledger replayed: nothing to re-apply");
+        }
+        let summary = AccessRecord { caller: REPLAY_CALLER.to_owned(), ..AccessRecord::default() }.entry(
+            Operation::ErasureReplay,
+            "",
+            &[],
+            &format!("erasure ledger replayed at start-up: {erased} erasures re-applied, {examined} entries examined"),
+        );
+        self.append_audit(std::slice::from_ref(&summary)).await?;
+        Ok(erased)
     }
 }
 
-fn index_entries(keys: &dyn KeyStore, person: &Person) -> Vec<IndexEntry> {
-    let key = keys.blind_index_key();
+fn index_entries(key: &BlindIndexKey, person: &Person) -> Vec<IndexEntry> {
     [(Field::Email, person.email.lookup_key()), (Field::Phone, person.phone.e164())]
         .into_iter()
         .map(|(field, normalized)| IndexEntry {

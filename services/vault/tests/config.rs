@@ -71,6 +71,33 @@ fn a_bad_value_is_refused_naming_the_setting() {
 }
 
 #[test]
+fn key_settings_are_shown_and_the_ledger_password_is_masked() {
+    let output = vault(
+        &[
+            "--database-url",
+            "sqlite://x.db",
+            "--keyring",
+            "k.json",
+            "--erasure-ledger-url",
+            "postgres://ledger:l3dger-pw@ledger.internal:5432/erasures",
+            "--rewrap-rate",
+            "900",
+            "--dump-config",
+        ],
+        &[("QUPIA_VAULT_KEK_ENCRYPTION_ALARM", "1000")],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(!stdout.contains("l3dger-pw"), "{stdout}");
+    assert!(
+        stdout.contains("erasure_ledger_url = \"postgres://ledger:***@ledger.internal:5432/erasures\"  # flag"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("rewrap_rate = 900  # flag"), "{stdout}");
+    assert!(stdout.contains("kek_encryption_alarm = 1000  # environment QUPIA_VAULT_KEK_ENCRYPTION_ALARM"), "{stdout}");
+}
+
+#[test]
 fn the_pkcs11_settings_come_from_the_file_and_the_pin_never_shows() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("vault.toml");

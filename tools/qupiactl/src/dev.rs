@@ -82,6 +82,9 @@ async fn up(dev_dir: &Path, vault_addr: SocketAddr, gateway_addr: SocketAddr) ->
         trusted_callers: vec![ServiceIdentity::for_service("default", "gateway")],
         limits: qupia_vault::Limits::default(),
         ops: dev_ops(),
+        // Beside the keyring, apart from the vault database.
+        erasure_ledger_url: None,
+        key_lifecycle: qupia_vault::KeyLifecycleOptions::default(),
     };
     let mut gateway_config = qupia_gateway::Config::new(
         sqlite_url(&dev_dir.join("gateway.db"))?,

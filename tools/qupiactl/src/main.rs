@@ -1,13 +1,15 @@
 //! `qupiactl`: runs the whole suite on a laptop (`dev up`) and operates it: people,
-//! documents, consents, statistics, the purpose policy and the access log.
+//! documents, consents, statistics, the purpose policy, the access log and the keys.
 //!
 //! Exit codes: 0 success; 1 a check failed (e.g. `audit verify` found the log
-//! broken); 2 the command could not be carried out (bad arguments, a refused call).
+//! broken, `keys status --check` found an encryption alarm); 2 the command could not
+//! be carried out (bad arguments, a refused call).
 
 mod audit_cmd;
 mod client;
 mod dev;
 mod document_cmd;
+mod keys_cmd;
 mod person_cmd;
 mod policy_cmd;
 mod stats_cmd;
@@ -69,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         command: audit_cmd::AuditCommand,
     },
+    /// Rotate, rewrap, retire and destroy keys; rotate the blind-index key.
+    Keys {
+        #[command(subcommand)]
+        command: keys_cmd::KeysCommand,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
@@ -85,6 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Consent { command } => person_cmd::run_consent(command, channel, cli.json).await.map(|()| true),
         Command::Policy { command } => policy_cmd::run(command, channel, cli.json).await.map(|()| true),
         Command::Audit { command } => audit_cmd::run(command, channel, cli.json).await,
+        Command::Keys { command } => keys_cmd::run(command, channel, cli.json).await,
     }
 }
 
