@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use qupia_api::keys::v1::key_admin_service_client::KeyAdminServiceClient;
 
 pub use options::{Operation, Options, Plan};
 pub use report::Report;
@@ -231,7 +232,7 @@ async fn measure(plan: &Plan, suite: &mut Suite, databases: &Databases, run_id: 
     rows.sort_by_key(|row| (Operation::ALL.iter().position(|op| *op == row.operation), row.concurrency));
 
     let rewrap = if plan.operations.contains(&Operation::Rewrap) {
-        Some(measure_rewrap(&qupia, &baseline, &probes).await?)
+        Some(measure_rewrap(suite, &baseline, &probes).await?)
     } else {
         None
     };
@@ -262,26 +263,18 @@ fn failures(qupia: &Measured, baseline: &Measured) -> String {
     format!(" ({failed} failed; first: {first})")
 }
 
-async fn measure_rewrap(qupia: &Qupia, baseline: &BaselineStore, probes: &Probes) -> anyhow::Result<RewrapRow> {
+async fn measure_rewrap(suite: &Suite, baseline: &BaselineStore, probes: &Probes) -> anyhow::Result<RewrapRow> {
     let stored = baseline.count_people().await?;
     let measured = rewrap::measure(&rewrap::BaselineRewrap { store: baseline.clone() }, probes).await?;
     anyhow::ensure!(measured.deks == stored, "the baseline rewrapped {} of {stored} DEKs", measured.deks);
     let baseline = RewrapFigures::of(&measured);
     progress!("rewrap: baseline {} DEKs in {:.2} s", baseline.deks, baseline.seconds);
-    let (qupia, qupia_not_measured) = match rewrap::qupia_runner(qupia) {
-        Ok(runner) => {
-            let figures = RewrapFigures::of(&rewrap::measure(runner.as_ref(), probes).await?);
-            progress!("rewrap: Qupia {} DEKs in {:.2} s", figures.deks, figures.seconds);
-            (Some(figures), None)
-        }
-        Err(reason) => {
-            progress!("rewrap: Qupia {reason}");
-            (None, Some(reason))
-        }
-    };
+    let runner = rewrap::QupiaRewrap { keys: KeyAdminServiceClient::new(suite.qupiactl.clone()) };
+    let qupia = RewrapFigures::of(&rewrap::measure(&runner, probes).await?);
+    progress!("rewrap: Qupia {} DEKs in {:.2} s", qupia.deks, qupia.seconds);
     let target = report::REWRAP_TARGET_SECS_PER_MILLION;
-    let met = qupia.as_ref().map(|q| q.projected_secs_per_million.is_some_and(|secs| secs <= target));
-    Ok(RewrapRow { qupia, qupia_not_measured, baseline, target_secs_per_million: target, met })
+    let met = qupia.projected_secs_per_million.is_some_and(|secs| secs <= target);
+    Ok(RewrapRow { qupia, baseline, target_secs_per_million: target, met })
 }
 
 fn peak_memory(suite: &Suite) -> anyhow::Result<Memory> {

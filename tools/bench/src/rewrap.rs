@@ -4,18 +4,22 @@
 //!
 //! Each side plugs in a [`RewrapRunner`]. The baseline's reads every wrapped key in key
 //! order and writes a new one of the same length, 500 per transaction, with a
-//! compare-and-set on the old value. Qupia's drives the vault's key-administration API
-//! (rotate the KEK, then rewrap with progress) once the vault serves one: until then
-//! [`qupia_runner`] says why it cannot, and the report shows the rewrap row without a
-//! Qupia figure.
+//! compare-and-set on the old value. Qupia's asks the vault, through the gateway's
+//! key-administration API as the security team, to rotate the KEK and then rewrap,
+//! follows the job's progress stream to its end, and checks in the key status that no
+//! DEK is left under the old version.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
+use anyhow::Context;
+use qupia_api::keys::v1::key_admin_service_client::KeyAdminServiceClient;
+use qupia_api::keys::v1::{GetKeyStatusRequest, JobState, RewrapRequest, RotateKekRequest};
+use tonic::transport::Channel;
+
 use crate::baseline::BaselineStore;
 use crate::procstat::{CpuSeconds, Probes};
-use crate::qupia::Qupia;
 
 /// DEKs per transaction, as the vault's rewrap job batches them.
 pub const REWRAP_BATCH: i64 = 500;
@@ -59,11 +63,65 @@ impl RewrapRunner for BaselineRewrap {
     }
 }
 
-/// Qupia's rewrap, when the vault can do one. This build's vault serves no
-/// key-administration API, so there is nothing to drive yet: the reason is reported
-/// instead of a figure.
-pub fn qupia_runner(_qupia: &Qupia) -> Result<Box<dyn RewrapRunner>, String> {
-    Err("not measured: this build of the vault serves no key-administration API \
-         (qupia.keys.v1.KeyAdminService) to rotate the KEK and rewrap with"
-        .to_owned())
+/// Qupia's rewrap: rotate the KEK, then the vault's rewrap job to its end.
+#[derive(Debug)]
+pub struct QupiaRewrap {
+    /// `KeyAdminService` on the gateway, as the security team's identity.
+    pub keys: KeyAdminServiceClient<Channel>,
+}
+
+fn status(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+impl QupiaRewrap {
+    async fn rotate_and_rewrap(&self) -> anyhow::Result<u64> {
+        let mut keys = self.keys.clone();
+        let rotated = keys
+            .rotate_kek(RotateKekRequest { requester: String::new() })
+            .await
+            .map_err(status)
+            .context("rotate the KEK")?
+            .into_inner();
+        // 0: the vault's own rate, which the run sets high enough not to be the limit.
+        let mut progress = keys
+            .rewrap(RewrapRequest { requester: String::new(), rate_per_second: 0 })
+            .await
+            .map_err(status)
+            .context("start the rewrap")?
+            .into_inner();
+        let mut last = None;
+        while let Some(message) = progress.message().await.map_err(status).context("follow the rewrap")? {
+            last = message.progress;
+        }
+        let last = last.context("the rewrap reported no progress")?;
+        anyhow::ensure!(last.state == JobState::Finished as i32, "the rewrap stream ended before the job finished");
+        anyhow::ensure!(last.skipped == 0, "the rewrap skipped {} data keys", last.skipped);
+        anyhow::ensure!(
+            last.target_version == rotated.active_version,
+            "the rewrap moved keys to version {}, not to the new version {}",
+            last.target_version,
+            rotated.active_version
+        );
+        let key_status = keys
+            .get_key_status(GetKeyStatusRequest { requester: String::new() })
+            .await
+            .map_err(status)
+            .context("read the key status")?
+            .into_inner();
+        let left = key_status
+            .kek_versions
+            .iter()
+            .filter(|kek| kek.version != rotated.active_version)
+            .map(|kek| kek.wrapped_deks)
+            .sum::<u64>();
+        anyhow::ensure!(left == 0, "{left} data keys are still wrapped under an older KEK version");
+        Ok(last.done)
+    }
+}
+
+impl RewrapRunner for QupiaRewrap {
+    fn rewrap_all(&self) -> RewrapFuture<'_> {
+        Box::pin(self.rotate_and_rewrap())
+    }
 }
