@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "qupia/gateway/v1/gateway.proto",
     "qupia/gateway/v1/documents.proto",
     "qupia/gateway/v1/statistics.proto",
+    "qupia/marketing/v1/marketing.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -49,5 +49,13 @@ pub mod gateway {
     }
 }
 
+/// The marketing service: audiences, campaigns and statistics over tokens.
+pub mod marketing {
+    #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("qupia.marketing.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every Qupia proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/qupia_descriptor.bin"));

@@ -17,7 +17,7 @@ mod startup;
 
 pub use grpc::{GrpcMetrics, GrpcMetricsLayer};
 pub use lifecycle::{Lifecycle, StopAccepting, terminated};
-pub use metrics::{CacheResult, DecisionResult, Metrics};
+pub use metrics::{CacheResult, DecisionResult, MessageOutcome, Metrics};
 pub use options::{BoundAddr, OpsOptions};
 pub use server::{OPENMETRICS_CONTENT_TYPE, OpsServer};
 pub use startup::{Attempt, Unreachable, WaitError, redact_url, wait_for_database, wait_until_ready};

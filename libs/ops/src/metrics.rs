@@ -39,6 +39,12 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    channel: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -75,6 +81,32 @@ impl DecisionResult {
     }
 }
 
+/// What became of one attempt to deliver a campaign message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageOutcome {
+    Sent,
+    /// Not sent: the person has no active consent for the purpose.
+    SkippedNoConsent,
+    /// Not sent: the person was erased.
+    SkippedErased,
+    /// Not sent, for good: out of attempts, or refused permanently.
+    Failed,
+    /// Not sent yet: a transient failure, to be tried again.
+    Retried,
+}
+
+impl MessageOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageOutcome::Sent => "sent",
+            MessageOutcome::SkippedNoConsent => "skipped_no_consent",
+            MessageOutcome::SkippedErased => "skipped_erased",
+            MessageOutcome::Failed => "failed",
+            MessageOutcome::Retried => "retried",
+        }
+    }
+}
+
 /// Whether a data key came from the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheResult {
@@ -94,6 +126,7 @@ struct Inner {
     grpc_requests: Family<CallLabels, Counter>,
     grpc_duration: Family<RouteLabels, Histogram>,
     decisions: Family<DecisionLabels, Counter>,
+    messages: Family<MessageLabels, Counter>,
     audit_write: Histogram,
     dek_cache: Family<ResultLabels, Counter>,
     key_versions: Family<StateLabels, Gauge>,
@@ -138,6 +171,12 @@ impl Metrics {
         );
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register("qupia_decisions", "Reveal and lookup decisions, by purpose and result", decisions.clone());
+        let messages = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "qupia_marketing_messages",
+            "Campaign message delivery attempts, by channel and outcome",
+            messages.clone(),
+        );
         let audit_write = Histogram::new(latency_buckets());
         registry.register("qupia_audit_write_seconds", "Time to append entries to the access log", audit_write.clone());
         let dek_cache = Family::<ResultLabels, Counter>::default();
@@ -188,6 +227,7 @@ impl Metrics {
                 grpc_requests,
                 grpc_duration,
                 decisions,
+                messages,
                 audit_write,
                 dek_cache,
                 key_versions,
@@ -219,6 +259,11 @@ impl Metrics {
     /// Counts one decision; `purpose` is the purpose's wire name.
     pub fn decision(&self, purpose: &'static str, result: DecisionResult) {
         self.inner.decisions.get_or_create(&DecisionLabels { purpose, result: result.as_str() }).inc();
+    }
+
+    /// Counts one delivery attempt of a campaign message; `channel` is `email` or `sms`.
+    pub fn message(&self, channel: &'static str, outcome: MessageOutcome) {
+        self.inner.messages.get_or_create(&MessageLabels { channel, outcome: outcome.as_str() }).inc();
     }
 
     /// Records how long one access-log append took.
@@ -303,6 +348,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.decision("service_delivery", DecisionResult::Allowed);
         metrics.audit_write(Duration::from_millis(3));
+        metrics.message("email", MessageOutcome::SkippedNoConsent);
         metrics.dek_cache(CacheResult::Miss);
         metrics.set_key_versions(["active", "decrypt_only"]);
         metrics.set_rewrap_progress(0.5);
@@ -316,6 +362,7 @@ mod tests {
         for expected in [
             "qupia_decisions_total{purpose=\"service_delivery\",result=\"allowed\"} 1",
             "qupia_audit_write_seconds_count 1",
+            "qupia_marketing_messages_total{channel=\"email\",outcome=\"skipped_no_consent\"} 1",
             "qupia_dek_cache_total{result=\"miss\"} 1",
             "qupia_key_versions{state=\"active\"} 1",
             "qupia_rewrap_progress_ratio 0.5",

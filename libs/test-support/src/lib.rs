@@ -1,6 +1,8 @@
 //! What Qupia's tests share: a fresh database per test on SQLite or PostgreSQL, a
-//! test PKI issuing real certificates, services started in-process on `127.0.0.1:0`,
-//! and scans that prove personal data never reached a place it must not be.
+//! test PKI issuing real certificates, services started in-process on `127.0.0.1:0`
+//! (vault and gateway: [`Suite`]; with marketing: [`MarketingSuite`]), a real SMTP
+//! server ([`SmtpServer`]), and scans that prove personal data never reached a place
+//! it must not be.
 //!
 //! PostgreSQL tests run when `QUPIA_TEST_POSTGRES_URL` names a server to create
 //! databases on (CI sets it); without it they say they were skipped. Test vaults keep
@@ -8,16 +10,20 @@
 //! `QUPIA_TEST_KEY_PROVIDER=pkcs11`.
 
 mod db;
+mod marketing;
 pub mod ops;
 mod pki;
 mod scan;
+pub mod smtp;
 mod softhsm;
 mod suite;
 mod vault;
 
 pub use db::{Backend, TestDb, postgres_admin_url};
+pub use marketing::{MarketingInstance, MarketingSuite};
 pub use pki::TestPki;
 pub use scan::{Leak, scan_bytes, scan_database, scan_text};
+pub use smtp::{ReceivedMail, SmtpServer};
 pub use softhsm::SoftHsm;
 pub use suite::Suite;
 pub use vault::{KEY_PROVIDER_ENV, TestKeys, VaultHarness, connect};

@@ -1,5 +1,6 @@
-//! Connecting to the gateway with an identity: the development certificates of any
-//! service (`--as accounts`), or the operator's own files.
+//! Connecting to the gateway or the marketing service with an identity: the
+//! development certificates of any service (`--as accounts`), or the operator's own
+//! files.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,9 @@ pub struct Connection {
     /// The gateway's address.
     #[arg(long, global = true, env = "QUPIA_GATEWAY_ADDR", default_value = "127.0.0.1:7102")]
     pub gateway: String,
+    /// The marketing service's address.
+    #[arg(long, global = true, env = "QUPIA_MARKETING_ADDR", default_value = "127.0.0.1:7104")]
+    pub marketing_addr: String,
     /// Call as this service, with its certificate from the development directory.
     #[arg(long = "as", global = true, env = "QUPIA_AS", default_value = "qupiactl")]
     pub identity: String,
@@ -28,19 +32,30 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A channel to the gateway.
     pub async fn channel(&self, dev_dir: &Path) -> anyhow::Result<Channel> {
+        self.connect(dev_dir, &self.gateway, "gateway").await
+    }
+
+    /// A channel to the marketing service.
+    pub async fn marketing_channel(&self, dev_dir: &Path) -> anyhow::Result<Channel> {
+        self.connect(dev_dir, &self.marketing_addr, "marketing").await
+    }
+
+    /// Connects to `addr`, whose certificate must carry the DNS name `server_name`.
+    async fn connect(&self, dev_dir: &Path, addr: &str, server_name: &str) -> anyhow::Result<Channel> {
         let files = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             (Some(ca), Some(cert), Some(key)) => TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() },
             _ => tls_files(dev_dir, &self.identity),
         };
         let tls = files
-            .client_config("gateway")
+            .client_config(server_name)
             .with_context(|| format!("read the certificates of {} (is `qupiactl dev up` running?)", self.identity))?;
-        Endpoint::from_shared(format!("https://{}", self.gateway))?
+        Endpoint::from_shared(format!("https://{addr}"))?
             .tls_config(tls)?
             .connect()
             .await
-            .with_context(|| format!("connect to the gateway at {}", self.gateway))
+            .with_context(|| format!("connect to the {server_name} at {addr}"))
     }
 }
 

@@ -50,9 +50,13 @@ fn sqlite_url(path: &Path) -> anyhow::Result<String> {
     Ok(format!("sqlite://{}?mode=rwc", absolute.display()))
 }
 
-pub async fn run(command: DevCommand, dev_dir: &Path) -> anyhow::Result<()> {
+/// `marketing_addr` is the global `--marketing-addr`: where the suite's marketing
+/// service listens is where the marketing commands look for it.
+pub async fn run(command: DevCommand, dev_dir: &Path, marketing_addr: &str) -> anyhow::Result<()> {
+    let marketing_addr: SocketAddr =
+        marketing_addr.parse().map_err(|_| anyhow::anyhow!("marketing_addr: is not an address (host:port)"))?;
     match command {
-        DevCommand::Up { vault_addr, gateway_addr } => up(dev_dir, vault_addr, gateway_addr).await,
+        DevCommand::Up { vault_addr, gateway_addr } => up(dev_dir, vault_addr, gateway_addr, marketing_addr).await,
     }
 }
 
@@ -64,7 +68,12 @@ fn dev_ops() -> qupia_ops::OpsOptions {
     qupia_ops::OpsOptions { listen: None, ..qupia_ops::OpsOptions::ephemeral() }
 }
 
-async fn up(dev_dir: &Path, vault_addr: SocketAddr, gateway_addr: SocketAddr) -> anyhow::Result<()> {
+async fn up(
+    dev_dir: &Path,
+    vault_addr: SocketAddr,
+    gateway_addr: SocketAddr,
+    marketing_addr: SocketAddr,
+) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -92,10 +101,19 @@ async fn up(dev_dir: &Path, vault_addr: SocketAddr, gateway_addr: SocketAddr) ->
         vault_addr.to_string(),
     );
     gateway_config.ops = dev_ops();
+    // Messages go to the log (campaign, person token, channel; never an address).
+    let mut marketing_config = qupia_marketing::Config::new(
+        sqlite_url(&dev_dir.join("marketing.db"))?,
+        TlsMode::Mtls(tls_files(dev_dir, "marketing")),
+        gateway_addr.to_string(),
+    );
+    marketing_config.ops = dev_ops();
     let vault_listener =
         tokio::net::TcpListener::bind(vault_addr).await.with_context(|| format!("listen on {vault_addr}"))?;
     let gateway_listener =
         tokio::net::TcpListener::bind(gateway_addr).await.with_context(|| format!("listen on {gateway_addr}"))?;
+    let marketing_listener =
+        tokio::net::TcpListener::bind(marketing_addr).await.with_context(|| format!("listen on {marketing_addr}"))?;
 
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
@@ -106,11 +124,13 @@ async fn up(dev_dir: &Path, vault_addr: SocketAddr, gateway_addr: SocketAddr) ->
     };
     let vault = tokio::spawn(qupia_vault::serve(vault_config, vault_listener, stopped(&stop)));
     let gateway = tokio::spawn(qupia_gateway::serve(gateway_config, gateway_listener, stopped(&stop)));
+    let marketing = tokio::spawn(qupia_marketing::serve(marketing_config, marketing_listener, stopped(&stop)));
     publish_first_version(dev_dir, gateway_addr).await?;
 
     println!("Qupia development suite (SQLite, mTLS with a development CA)");
     println!("  gateway    https://{gateway_addr}   ← internal services call this");
     println!("  vault      https://{vault_addr}   (answers the gateway only)");
+    println!("  marketing  https://{marketing_addr}   (qupiactl marketing …; messages go to the log)");
     println!("  files      {}", dev_dir.display());
     println!("Press Ctrl-C to stop.");
 
@@ -118,6 +138,7 @@ async fn up(dev_dir: &Path, vault_addr: SocketAddr, gateway_addr: SocketAddr) ->
         _ = tokio::signal::ctrl_c() => {}
         outcome = vault => anyhow::bail!("the vault stopped: {outcome:?}"),
         outcome = gateway => anyhow::bail!("the gateway stopped: {outcome:?}"),
+        outcome = marketing => anyhow::bail!("the marketing service stopped: {outcome:?}"),
     }
     let _ = stop.send(());
     Ok(())

@@ -1,5 +1,6 @@
 //! `qupiactl`: runs the whole suite on a laptop (`dev up`) and operates it: people,
-//! documents, consents, statistics, the purpose policy, the access log and the keys.
+//! documents, consents, statistics, the purpose policy, the access log, the keys,
+//! and marketing's audiences and campaigns.
 //!
 //! Exit codes: 0 success; 1 a check failed (e.g. `audit verify` found the log
 //! broken, `keys status --check` found an encryption alarm); 2 the command could not
@@ -10,6 +11,7 @@ mod client;
 mod dev;
 mod document_cmd;
 mod keys_cmd;
+mod marketing_cmd;
 mod person_cmd;
 mod policy_cmd;
 mod stats_cmd;
@@ -76,16 +78,25 @@ enum Command {
         #[command(subcommand)]
         command: keys_cmd::KeysCommand,
     },
+    /// Audiences, campaigns and statistics in the marketing service.
+    Marketing {
+        #[command(subcommand)]
+        command: marketing_cmd::MarketingCommand,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Command::Dev { command } = cli.command {
-        dev::run(command, &cli.dev_dir).await?;
+        dev::run(command, &cli.dev_dir, &cli.connection.marketing_addr).await?;
         return Ok(true);
+    }
+    if let Command::Marketing { command } = cli.command {
+        let channel = cli.connection.marketing_channel(&cli.dev_dir).await?;
+        return marketing_cmd::run(command, channel, cli.json).await.map(|()| true);
     }
     let channel = cli.connection.channel(&cli.dev_dir).await?;
     match cli.command {
-        Command::Dev { .. } => Ok(true),
+        Command::Dev { .. } | Command::Marketing { .. } => Ok(true),
         Command::Person { command } => person_cmd::run_person(command, channel, cli.json).await.map(|()| true),
         Command::Document { command } => document_cmd::run(command, channel, cli.json).await.map(|()| true),
         Command::Stats { command } => stats_cmd::run(command, channel, cli.json).await.map(|()| true),
