@@ -13,6 +13,8 @@ const PROTOS: &[&str] = &[
     "qupia/gateway/v1/gateway.proto",
     "qupia/gateway/v1/documents.proto",
     "qupia/gateway/v1/statistics.proto",
+    "qupia/gateway/v1/access_history.proto",
+    "qupia/accounts/v1/accounts.proto",
     "qupia/marketing/v1/marketing.proto",
 ];
 

@@ -49,6 +49,14 @@ pub mod gateway {
     }
 }
 
+/// The accounts service: registration and the rights of the people registered.
+pub mod accounts {
+    #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("qupia.accounts.v1");
+    }
+}
+
 /// The marketing service: audiences, campaigns and statistics over tokens.
 pub mod marketing {
     #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]

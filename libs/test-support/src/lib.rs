@@ -1,14 +1,15 @@
 //! What Qupia's tests share: a fresh database per test on SQLite or PostgreSQL, a
 //! test PKI issuing real certificates, services started in-process on `127.0.0.1:0`
-//! (vault and gateway: [`Suite`]; with marketing: [`MarketingSuite`]), a real SMTP
-//! server ([`SmtpServer`]), and scans that prove personal data never reached a place
-//! it must not be.
+//! (vault and gateway: [`Suite`]; with accounts: [`AccountsSuite`]; with marketing:
+//! [`MarketingSuite`]), a real SMTP server ([`SmtpServer`]), and scans that prove
+//! personal data never reached a place it must not be.
 //!
 //! PostgreSQL tests run when `QUPIA_TEST_POSTGRES_URL` names a server to create
 //! databases on (CI sets it); without it they say they were skipped. Test vaults keep
 //! their keys in a keyring file, or in a private SoftHSM2 token when
 //! `QUPIA_TEST_KEY_PROVIDER=pkcs11`.
 
+mod accounts;
 mod db;
 mod marketing;
 pub mod ops;
@@ -19,6 +20,7 @@ mod softhsm;
 mod suite;
 mod vault;
 
+pub use accounts::{AccountsSuite, publish_policy_version};
 pub use db::{Backend, TestDb, postgres_admin_url};
 pub use marketing::{MarketingInstance, MarketingSuite};
 pub use pki::TestPki;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use qupia_api::audit::v1::audit_service_client::AuditServiceClient;
+use qupia_api::gateway::v1::access_history_service_client::AccessHistoryServiceClient;
 use qupia_api::gateway::v1::consent_service_client::ConsentServiceClient;
 use qupia_api::gateway::v1::document_service_client::DocumentServiceClient;
 use qupia_api::gateway::v1::gateway_service_client::GatewayServiceClient;
@@ -122,6 +123,10 @@ impl Suite {
 
     pub async fn audit_as(&self, service: &str) -> AuditServiceClient<Channel> {
         AuditServiceClient::new(self.channel_as(service).await)
+    }
+
+    pub async fn access_history_as(&self, service: &str) -> AccessHistoryServiceClient<Channel> {
+        AccessHistoryServiceClient::new(self.channel_as(service).await)
     }
 
     pub async fn keys_as(&self, service: &str) -> KeyAdminServiceClient<Channel> {

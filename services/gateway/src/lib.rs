@@ -12,6 +12,7 @@
 //! The gateway never holds personal data at rest: its database has tokens, purposes
 //! and ids only, and values it relays from the vault are never logged.
 
+mod access_history;
 mod audit_proxy;
 mod config;
 pub mod consent;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use qupia_api::audit::v1::audit_service_client::AuditServiceClient;
 use qupia_api::audit::v1::audit_service_server::AuditServiceServer;
+use qupia_api::gateway::v1::access_history_service_server::AccessHistoryServiceServer;
 use qupia_api::gateway::v1::consent_service_server::ConsentServiceServer;
 use qupia_api::gateway::v1::document_service_server::DocumentServiceServer;
 use qupia_api::gateway::v1::gateway_service_server::GatewayServiceServer;
@@ -23,6 +24,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Endpoint, Server};
 
 use crate::Config;
+use crate::access_history::AccessHistoryApi;
 use crate::audit_proxy::AuditProxy;
 use crate::consent::{ConsentError, ConsentStore};
 use crate::consent_api::ConsentApi;
@@ -117,6 +119,12 @@ pub async fn serve(
         security: roles.security.clone().into(),
     };
     let explain = PolicyApi { policy: policy.clone(), security: roles.security.clone().into() };
+    // A person's own history goes to the writers (acting on the person's request) and
+    // to the security team; the whole log to the security team only.
+    let history = AccessHistoryApi {
+        vault: AuditServiceClient::new(channel.clone()),
+        readers: roles.writers.iter().chain(&roles.security).cloned().collect(),
+    };
     let keys =
         KeyAdminProxy { vault: KeyAdminServiceClient::new(channel.clone()), security: roles.security.clone().into() };
     let audit = AuditProxy { vault: AuditServiceClient::new(channel), security: roles.security.clone().into() };
@@ -165,6 +173,7 @@ pub async fn serve(
                 .add_service(InterceptedService::new(ConsentServiceServer::new(consent), gate()))
                 .add_service(InterceptedService::new(PolicyServiceServer::new(explain), gate()))
                 .add_service(InterceptedService::new(AuditServiceServer::new(audit), gate()))
+                .add_service(InterceptedService::new(AccessHistoryServiceServer::new(history), gate()))
                 .add_service(InterceptedService::new(KeyAdminServiceServer::new(keys), gate()))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting)
         })

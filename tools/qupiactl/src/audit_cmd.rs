@@ -75,7 +75,7 @@ pub enum AuditCommand {
     Checkpoint,
 }
 
-fn entry_json(entry: &AuditEntry) -> serde_json::Value {
+pub fn entry_json(entry: &AuditEntry) -> serde_json::Value {
     serde_json::json!({
         "seq": entry.seq, "at_ms": entry.at_ms, "caller": entry.caller, "operation": entry.operation,
         "purpose": entry.purpose, "person": entry.person_token, "fields": entry.fields,

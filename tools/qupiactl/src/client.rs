@@ -1,6 +1,6 @@
-//! Connecting to the gateway or the marketing service with an identity: the
-//! development certificates of any service (`--as accounts`), or the operator's own
-//! files.
+//! Connecting to the gateway, the accounts service or the marketing service with an
+//! identity: the development certificates of any service (`--as accounts`), or the
+//! operator's own files.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +16,9 @@ pub struct Connection {
     /// The gateway's address.
     #[arg(long, global = true, env = "QUPIA_GATEWAY_ADDR", default_value = "127.0.0.1:7102")]
     pub gateway: String,
+    /// The accounts service's address (for `account …`).
+    #[arg(long, global = true, env = "QUPIA_ACCOUNTS_ADDR", default_value = "127.0.0.1:7103")]
+    pub accounts_addr: String,
     /// The marketing service's address.
     #[arg(long, global = true, env = "QUPIA_MARKETING_ADDR", default_value = "127.0.0.1:7104")]
     pub marketing_addr: String,
@@ -34,16 +37,21 @@ pub struct Connection {
 impl Connection {
     /// A channel to the gateway.
     pub async fn channel(&self, dev_dir: &Path) -> anyhow::Result<Channel> {
-        self.connect(dev_dir, &self.gateway, "gateway").await
+        self.connect(dev_dir, &self.gateway, "gateway", "the gateway").await
+    }
+
+    /// A channel to the accounts service.
+    pub async fn accounts_channel(&self, dev_dir: &Path) -> anyhow::Result<Channel> {
+        self.connect(dev_dir, &self.accounts_addr, "accounts", "the accounts service").await
     }
 
     /// A channel to the marketing service.
     pub async fn marketing_channel(&self, dev_dir: &Path) -> anyhow::Result<Channel> {
-        self.connect(dev_dir, &self.marketing_addr, "marketing").await
+        self.connect(dev_dir, &self.marketing_addr, "marketing", "the marketing service").await
     }
 
-    /// Connects to `addr`, whose certificate must carry the DNS name `server_name`.
-    async fn connect(&self, dev_dir: &Path, addr: &str, server_name: &str) -> anyhow::Result<Channel> {
+    /// Connects to `addr` (`what`), whose certificate must carry the DNS name `server_name`.
+    async fn connect(&self, dev_dir: &Path, addr: &str, server_name: &str, what: &str) -> anyhow::Result<Channel> {
         let files = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             (Some(ca), Some(cert), Some(key)) => TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() },
             _ => tls_files(dev_dir, &self.identity),
@@ -55,7 +63,7 @@ impl Connection {
             .tls_config(tls)?
             .connect()
             .await
-            .with_context(|| format!("connect to the {server_name} at {addr}"))
+            .with_context(|| format!("connect to {what} at {addr}"))
     }
 }
 

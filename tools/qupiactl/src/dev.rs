@@ -22,7 +22,7 @@ pub enum DevCommand {
 }
 
 /// The service identities a development suite issues certificates for.
-const SERVICES: &[&str] = &["vault", "gateway", "accounts", "marketing", "qupiactl"];
+const SERVICES: &[&str] = &["vault", "gateway", "accounts", "marketing", "web", "qupiactl"];
 
 /// The TLS files of `service` in a development directory.
 pub fn tls_files(dev_dir: &Path, service: &str) -> TlsFiles {
@@ -50,13 +50,17 @@ fn sqlite_url(path: &Path) -> anyhow::Result<String> {
     Ok(format!("sqlite://{}?mode=rwc", absolute.display()))
 }
 
-/// `marketing_addr` is the global `--marketing-addr`: where the suite's marketing
-/// service listens is where the marketing commands look for it.
-pub async fn run(command: DevCommand, dev_dir: &Path, marketing_addr: &str) -> anyhow::Result<()> {
+/// Where the suite's accounts and marketing services listen is where the `account` and
+/// `marketing` commands look for them: the global `--accounts-addr` and `--marketing-addr`.
+pub async fn run(command: DevCommand, dev_dir: &Path, accounts_addr: &str, marketing_addr: &str) -> anyhow::Result<()> {
+    let accounts_addr: SocketAddr =
+        accounts_addr.parse().map_err(|_| anyhow::anyhow!("accounts_addr: is not an address (host:port)"))?;
     let marketing_addr: SocketAddr =
         marketing_addr.parse().map_err(|_| anyhow::anyhow!("marketing_addr: is not an address (host:port)"))?;
     match command {
-        DevCommand::Up { vault_addr, gateway_addr } => up(dev_dir, vault_addr, gateway_addr, marketing_addr).await,
+        DevCommand::Up { vault_addr, gateway_addr } => {
+            up(dev_dir, vault_addr, gateway_addr, accounts_addr, marketing_addr).await
+        }
     }
 }
 
@@ -72,6 +76,7 @@ async fn up(
     dev_dir: &Path,
     vault_addr: SocketAddr,
     gateway_addr: SocketAddr,
+    accounts_addr: SocketAddr,
     marketing_addr: SocketAddr,
 ) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -101,6 +106,12 @@ async fn up(
         vault_addr.to_string(),
     );
     gateway_config.ops = dev_ops();
+    let mut accounts_config = qupia_accounts::Config::new(
+        sqlite_url(&dev_dir.join("accounts.db"))?,
+        TlsMode::Mtls(tls_files(dev_dir, "accounts")),
+        gateway_addr.to_string(),
+    );
+    accounts_config.ops = dev_ops();
     // Messages go to the log (campaign, person token, channel; never an address).
     let mut marketing_config = qupia_marketing::Config::new(
         sqlite_url(&dev_dir.join("marketing.db"))?,
@@ -112,6 +123,8 @@ async fn up(
         tokio::net::TcpListener::bind(vault_addr).await.with_context(|| format!("listen on {vault_addr}"))?;
     let gateway_listener =
         tokio::net::TcpListener::bind(gateway_addr).await.with_context(|| format!("listen on {gateway_addr}"))?;
+    let accounts_listener =
+        tokio::net::TcpListener::bind(accounts_addr).await.with_context(|| format!("listen on {accounts_addr}"))?;
     let marketing_listener =
         tokio::net::TcpListener::bind(marketing_addr).await.with_context(|| format!("listen on {marketing_addr}"))?;
 
@@ -124,10 +137,12 @@ async fn up(
     };
     let vault = tokio::spawn(qupia_vault::serve(vault_config, vault_listener, stopped(&stop)));
     let gateway = tokio::spawn(qupia_gateway::serve(gateway_config, gateway_listener, stopped(&stop)));
+    let accounts = tokio::spawn(qupia_accounts::serve(accounts_config, accounts_listener, stopped(&stop)));
     let marketing = tokio::spawn(qupia_marketing::serve(marketing_config, marketing_listener, stopped(&stop)));
     publish_first_version(dev_dir, gateway_addr).await?;
 
     println!("Qupia development suite (SQLite, mTLS with a development CA)");
+    println!("  accounts   https://{accounts_addr}   ← the web front end calls this (`qupiactl account …`)");
     println!("  gateway    https://{gateway_addr}   ← internal services call this");
     println!("  vault      https://{vault_addr}   (answers the gateway only)");
     println!("  marketing  https://{marketing_addr}   (qupiactl marketing …; messages go to the log)");
@@ -138,6 +153,7 @@ async fn up(
         _ = tokio::signal::ctrl_c() => {}
         outcome = vault => anyhow::bail!("the vault stopped: {outcome:?}"),
         outcome = gateway => anyhow::bail!("the gateway stopped: {outcome:?}"),
+        outcome = accounts => anyhow::bail!("the accounts service stopped: {outcome:?}"),
         outcome = marketing => anyhow::bail!("the marketing service stopped: {outcome:?}"),
     }
     let _ = stop.send(());

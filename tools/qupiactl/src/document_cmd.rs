@@ -84,7 +84,7 @@ fn kind_name(value: i32) -> &'static str {
     }
 }
 
-fn info_json(info: &DocumentInfo) -> serde_json::Value {
+pub fn info_json(info: &DocumentInfo) -> serde_json::Value {
     serde_json::json!({
         "document_token": info.document_token, "person_token": info.person_token,
         "type": type_name(info.r#type), "kind": kind_name(info.kind),
@@ -227,7 +227,7 @@ async fn download(
 }
 
 /// `<output>.part`, beside it, so the final rename stays on one file system.
-fn partial_path(output: &Path) -> PathBuf {
+pub fn partial_path(output: &Path) -> PathBuf {
     let mut name = output.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".part");
     output.with_file_name(name)

@@ -1,11 +1,12 @@
-//! `qupiactl`: runs the whole suite on a laptop (`dev up`) and operates it: people,
-//! documents, consents, statistics, the purpose policy, the access log, the keys,
-//! and marketing's audiences and campaigns.
+//! `qupiactl`: runs the whole suite on a laptop (`dev up`) and operates it: accounts,
+//! people, documents, consents, statistics, the purpose policy, the access log, the
+//! keys, and marketing's audiences and campaigns.
 //!
 //! Exit codes: 0 success; 1 a check failed (e.g. `audit verify` found the log
 //! broken, `keys status --check` found an encryption alarm); 2 the command could not
 //! be carried out (bad arguments, a refused call).
 
+mod account_cmd;
 mod audit_cmd;
 mod client;
 mod dev;
@@ -42,6 +43,11 @@ enum Command {
     Dev {
         #[command(subcommand)]
         command: dev::DevCommand,
+    },
+    /// Register people and serve their rights through the accounts service.
+    Account {
+        #[command(subcommand)]
+        command: account_cmd::AccountCommand,
     },
     /// Store, reveal, find and erase people through the gateway.
     Person {
@@ -87,7 +93,11 @@ enum Command {
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Command::Dev { command } = cli.command {
-        dev::run(command, &cli.dev_dir, &cli.connection.marketing_addr).await?;
+        dev::run(command, &cli.dev_dir, &cli.connection.accounts_addr, &cli.connection.marketing_addr).await?;
+        return Ok(true);
+    }
+    if let Command::Account { command } = cli.command {
+        account_cmd::run(command, &cli.connection, &cli.dev_dir, cli.json).await?;
         return Ok(true);
     }
     if let Command::Marketing { command } = cli.command {
@@ -96,7 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     let channel = cli.connection.channel(&cli.dev_dir).await?;
     match cli.command {
-        Command::Dev { .. } | Command::Marketing { .. } => Ok(true),
+        Command::Dev { .. } | Command::Account { .. } | Command::Marketing { .. } => Ok(true),
         Command::Person { command } => person_cmd::run_person(command, channel, cli.json).await.map(|()| true),
         Command::Document { command } => document_cmd::run(command, channel, cli.json).await.map(|()| true),
         Command::Stats { command } => stats_cmd::run(command, channel, cli.json).await.map(|()| true),
@@ -130,5 +140,17 @@ async fn main() -> ExitCode {
             eprintln!("qupiactl: {err:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // Catches clashing flags (a global flag and a subcommand's of the same name),
+        // which clap otherwise reports only when that subcommand runs.
+        super::Cli::command().debug_assert();
     }
 }

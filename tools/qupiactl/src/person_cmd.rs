@@ -97,7 +97,7 @@ fn field(name: &str) -> anyhow::Result<i32> {
     Ok(qupia_api::convert::field_to_proto(field) as i32)
 }
 
-fn field_name(value: i32) -> &'static str {
+pub fn field_name(value: i32) -> &'static str {
     qupia_api::convert::field(value).map(|f| f.as_str()).unwrap_or("unknown")
 }
 
@@ -175,16 +175,34 @@ pub async fn run_person(command: PersonCommand, channel: Channel, json: bool) ->
     Ok(())
 }
 
-fn print_event(event: &ConsentEvent, json: bool) {
+/// A consent event as JSON.
+pub fn event_json(event: &ConsentEvent) -> serde_json::Value {
+    serde_json::json!({
+        "id": event.id, "purpose": purpose_name(event.purpose), "recipient": event.recipient,
+        "granted": event.granted, "policy_version": event.policy_version, "channel": event.channel,
+        "evidence": event.evidence, "recorded_at_ms": event.recorded_at_ms, "recorded_by": event.recorded_by,
+    })
+}
+
+/// A consent's current state as JSON.
+pub fn state_json(state: &ConsentState) -> serde_json::Value {
+    serde_json::json!({"purpose": purpose_name(state.purpose), "recipient": state.recipient, "active": state.active, "reason": state.reason})
+}
+
+/// A consent's current state as a line.
+pub fn state_line(state: &ConsentState) -> String {
+    format!(
+        "{:<22} {:<10} {:<8} {}",
+        purpose_name(state.purpose),
+        state.recipient,
+        if state.active { "active" } else { "inactive" },
+        state.reason
+    )
+}
+
+pub fn print_event(event: &ConsentEvent, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "id": event.id, "purpose": purpose_name(event.purpose), "recipient": event.recipient,
-                "granted": event.granted, "policy_version": event.policy_version, "channel": event.channel,
-                "evidence": event.evidence, "recorded_at_ms": event.recorded_at_ms, "recorded_by": event.recorded_by,
-            })
-        );
+        println!("{}", event_json(event));
     } else {
         println!(
             "{:<10} {:<22} {:<10} v{:<3} {:<8} {}",
@@ -247,18 +265,9 @@ pub async fn run_consent(command: ConsentCommand, channel: Channel, json: bool) 
             let states = consents.get_consents(GetConsentsRequest { person_token }).await.map_err(status)?.into_inner();
             for state in states.consents {
                 if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"purpose": purpose_name(state.purpose), "recipient": state.recipient, "active": state.active, "reason": state.reason})
-                    );
+                    println!("{}", state_json(&state));
                 } else {
-                    println!(
-                        "{:<22} {:<10} {:<8} {}",
-                        purpose_name(state.purpose),
-                        state.recipient,
-                        if state.active { "active" } else { "inactive" },
-                        state.reason
-                    );
+                    println!("{}", state_line(&state));
                 }
             }
         }
