@@ -9,6 +9,7 @@
 mod account_cmd;
 mod audit_cmd;
 mod client;
+mod demo;
 mod dev;
 mod document_cmd;
 mod keys_cmd;
@@ -44,6 +45,9 @@ enum Command {
         #[command(subcommand)]
         command: dev::DevCommand,
     },
+    /// Walk through the story against `dev up`: register with a scan, sign in, a campaign
+    /// that reaches a person only while they consent, statistics, export, deletion.
+    Demo,
     /// Register people and serve their rights through the accounts service.
     Account {
         #[command(subcommand)]
@@ -96,6 +100,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         dev::run(command, &cli.dev_dir, &cli.connection.accounts_addr, &cli.connection.marketing_addr).await?;
         return Ok(true);
     }
+    if let Command::Demo = cli.command {
+        demo::run(&cli.connection, &cli.dev_dir).await?;
+        return Ok(true);
+    }
     if let Command::Account { command } = cli.command {
         account_cmd::run(command, &cli.connection, &cli.dev_dir, cli.json).await?;
         return Ok(true);
@@ -106,7 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     let channel = cli.connection.channel(&cli.dev_dir).await?;
     match cli.command {
-        Command::Dev { .. } | Command::Account { .. } | Command::Marketing { .. } => Ok(true),
+        Command::Dev { .. } | Command::Demo | Command::Account { .. } | Command::Marketing { .. } => Ok(true),
         Command::Person { command } => person_cmd::run_person(command, channel, cli.json).await.map(|()| true),
         Command::Document { command } => document_cmd::run(command, channel, cli.json).await.map(|()| true),
         Command::Stats { command } => stats_cmd::run(command, channel, cli.json).await.map(|()| true),
