@@ -11,6 +11,7 @@
 
 mod accounts;
 mod db;
+mod logs;
 mod marketing;
 pub mod ops;
 mod pki;
@@ -22,6 +23,7 @@ mod vault;
 
 pub use accounts::{AccountsSuite, publish_policy_version};
 pub use db::{Backend, TestDb, postgres_admin_url};
+pub use logs::{captured_log_text, captured_logs};
 pub use marketing::{MarketingInstance, MarketingSuite};
 pub use pki::TestPki;
 pub use scan::{Leak, scan_bytes, scan_database, scan_text};

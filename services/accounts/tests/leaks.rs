@@ -7,41 +7,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use common::*;
 use qupia_api::accounts::v1::*;
 use qupia_api::types::v1::Purpose;
+use qupia_test_support::captured_logs;
 use qupia_test_support::people::{PEOPLE, needles};
 use qupia_test_support::{AccountsSuite, Backend, scan_database, scan_text, storage_test};
-
-/// Everything every test in this binary logs, at debug level.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = buffer.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || LogWriter(writer.clone()))
-            .try_init();
-        buffer
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The new phone number the rectification enters, in the spellings it could leak in.
 const NEW_PHONE: [&str; 2] = ["+77015551234", "7015551234"];

@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use common::*;
 use qupia_api::gateway::v1::document_service_client::DocumentServiceClient;
 use qupia_api::gateway::v1::*;
 use qupia_api::types::v1::{DocumentInfo, DocumentKind, DocumentType, Field, Purpose};
 use qupia_api::vault::v1::DocumentUploadHeader;
+use qupia_test_support::captured_logs;
 use qupia_test_support::{Backend, Suite, scan_database, scan_text, storage_test};
 use sqlx::{Connection, Row};
 use tonic::Code;
@@ -32,33 +30,6 @@ fn scan(len: usize) -> Vec<u8> {
     }
     bytes.truncate(len);
     bytes
-}
-
-/// Everything every test in this binary logs, at debug level, to scan for leaks.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = buffer.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || LogWriter(writer.clone()))
-            .try_init();
-        buffer
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 fn header(person: &str, declared_type: DocumentType) -> UploadDocumentRequest {

@@ -1,13 +1,13 @@
 //! Helpers shared by the marketing service's tests.
 #![allow(dead_code)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use qupia_api::marketing::v1::*;
 use qupia_api::vault::v1::PersonInput;
 use qupia_marketing::{EmailSender, SmtpConfig, SmtpTls};
+#[allow(unused_imports)]
+pub use qupia_test_support::captured_logs;
 use qupia_test_support::people::PEOPLE;
 use qupia_test_support::{MarketingSuite, TestDb};
 use sqlx::Connection;
@@ -155,33 +155,6 @@ pub async fn row_counts(db: &TestDb) -> Vec<(&'static str, i64)> {
     counts
 }
 
-/// Everything every test in the binary logs, at debug level, to scan for leaks.
-pub fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = buffer.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || LogWriter(writer.clone()))
-            .try_init();
-        buffer
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 pub fn log_text() -> String {
-    String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned()
+    qupia_test_support::captured_log_text()
 }
