@@ -6,6 +6,7 @@ use qupia_policy::{AccessRequest, Policy, Resource};
 const ACCOUNTS: &str = "spiffe://qupia/ns/default/sa/accounts";
 const MARKETING: &str = "spiffe://qupia/ns/default/sa/marketing";
 const QUPIACTL: &str = "spiffe://qupia/ns/default/sa/qupiactl";
+const OFFICER: &str = "spiffe://qupia/ns/default/sa/officer-a";
 const UNKNOWN: &str = "spiffe://qupia/ns/default/sa/reporting";
 
 /// Columns, in the order of [`Resource::ALL`].
@@ -36,8 +37,18 @@ const TABLE: &[(&str, Purpose, &str)] = &[
     (QUPIACTL,  Purpose::Communication,      ".   .   .   .   .   .   ."),
     (QUPIACTL,  Purpose::Advertising,        ".   .   .   .   .   .   ."),
     (QUPIACTL,  Purpose::Statistics,         ".   .   .   .   .   .   ."),
-    (QUPIACTL,  Purpose::LegalDisclosure,    "x   x   x   x   x   x   ."),
+    (QUPIACTL,  Purpose::LegalDisclosure,    ".   .   .   .   .   .   ."),
     (QUPIACTL,  Purpose::ThirdPartyTransfer, ".   .   .   .   .   .   ."),
+
+    // A disclosure officer: only legal disclosure, and the gateway narrows it further
+    // to the approved request's people and fields.
+    (OFFICER,   Purpose::ServiceDelivery,    ".   .   .   .   .   .   ."),
+    (OFFICER,   Purpose::Identification,     ".   .   .   .   .   .   ."),
+    (OFFICER,   Purpose::Communication,      ".   .   .   .   .   .   ."),
+    (OFFICER,   Purpose::Advertising,        ".   .   .   .   .   .   ."),
+    (OFFICER,   Purpose::Statistics,         ".   .   .   .   .   .   ."),
+    (OFFICER,   Purpose::LegalDisclosure,    "x   x   x   x   x   x   ."),
+    (OFFICER,   Purpose::ThirdPartyTransfer, ".   .   .   .   .   .   ."),
 
     (UNKNOWN,   Purpose::ServiceDelivery,    ".   .   .   .   .   .   ."),
     (UNKNOWN,   Purpose::Identification,     ".   .   .   .   .   .   ."),
@@ -88,7 +99,7 @@ fn permits_purpose_matches_the_table_rows() {
 #[test]
 fn advertising_never_allows_a_name_part_to_anyone() {
     let policy = Policy::default_policy();
-    for caller in [ACCOUNTS, MARKETING, QUPIACTL, UNKNOWN] {
+    for caller in [ACCOUNTS, MARKETING, QUPIACTL, OFFICER, UNKNOWN] {
         for field in Field::ALL.into_iter().filter(|field| field.is_name_part()) {
             let decision = policy.decide(&AccessRequest {
                 caller,
@@ -104,7 +115,7 @@ fn advertising_never_allows_a_name_part_to_anyone() {
 #[test]
 fn statistics_never_allows_a_field_only_aggregates() {
     let policy = Policy::default_policy();
-    for caller in [ACCOUNTS, MARKETING, QUPIACTL, UNKNOWN] {
+    for caller in [ACCOUNTS, MARKETING, QUPIACTL, OFFICER, UNKNOWN] {
         let fields = Field::ALL.into_iter().map(Resource::Field);
         for resource in fields.chain([Resource::Document]) {
             let decision =
@@ -172,7 +183,7 @@ fn a_permit_names_its_rule_and_a_default_deny_names_none() {
 fn explain_names_the_determining_rule_and_the_clause_it_implements() {
     let policy = Policy::default_policy();
     let explanation = policy.explain(&AccessRequest {
-        caller: QUPIACTL,
+        caller: OFFICER,
         purpose: Purpose::LegalDisclosure,
         resource: Resource::Document,
         recipient: None,
@@ -223,7 +234,7 @@ fn every_default_rule_cites_a_clause_of_the_privacy_policy() {
     for (purpose, id) in Purpose::ALL.into_iter().zip(&ids) {
         let caller = match purpose {
             Purpose::Advertising | Purpose::Statistics => MARKETING,
-            Purpose::LegalDisclosure => QUPIACTL,
+            Purpose::LegalDisclosure => OFFICER,
             _ => ACCOUNTS,
         };
         let resource = match purpose {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use qupia_api::audit::v1::audit_service_client::AuditServiceClient;
 use qupia_api::gateway::v1::access_history_service_client::AccessHistoryServiceClient;
 use qupia_api::gateway::v1::consent_service_client::ConsentServiceClient;
+use qupia_api::gateway::v1::disclosure_service_client::DisclosureServiceClient;
 use qupia_api::gateway::v1::document_service_client::DocumentServiceClient;
 use qupia_api::gateway::v1::gateway_service_client::GatewayServiceClient;
 use qupia_api::gateway::v1::policy_service_client::PolicyServiceClient;
@@ -139,6 +140,10 @@ impl Suite {
 
     pub async fn statistics_as(&self, service: &str) -> StatisticsServiceClient<Channel> {
         StatisticsServiceClient::new(self.channel_as(service).await)
+    }
+
+    pub async fn disclosures_as(&self, service: &str) -> DisclosureServiceClient<Channel> {
+        DisclosureServiceClient::new(self.channel_as(service).await)
     }
 
     /// Stops the gateway and the vault, draining both.

@@ -220,6 +220,7 @@ impl Gateway {
                 purpose: qupia_api::convert::purpose_to_proto(Purpose::ServiceDelivery) as i32,
                 fields: vec![],
                 recipient: String::new(),
+                disclosure_request_id: String::new(),
             })
             .await
             .map_err(Error::gateway("read the person's data"))?

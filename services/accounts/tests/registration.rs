@@ -149,6 +149,7 @@ async fn consents(backend: Backend) {
                 purpose: Purpose::Advertising as i32,
                 fields: vec![],
                 recipient: String::new(),
+                disclosure_request_id: String::new(),
             })
             .await
     };

@@ -100,6 +100,7 @@ async fn delete(backend: Backend) {
             purpose: Purpose::ServiceDelivery as i32,
             fields: vec![],
             recipient: String::new(),
+            disclosure_request_id: String::new(),
         })
         .await
         .unwrap_err();

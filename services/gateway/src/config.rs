@@ -29,6 +29,10 @@ pub struct Roles {
     /// May publish policy versions, read the access log, explain any caller's
     /// decisions and administer keys (the security team's CLI).
     pub security: Vec<ServiceIdentity>,
+    /// May file, approve and act on disclosure requests of state bodies (policy clause
+    /// 3.4). A request is filed by one and approved by another; the purpose policy
+    /// decides what legal_disclosure may reveal to them, within the request's scope.
+    pub disclosure_officers: Vec<ServiceIdentity>,
 }
 
 impl Default for Roles {
@@ -38,6 +42,7 @@ impl Default for Roles {
             writers: vec![id("accounts")],
             consent_managers: vec![id("accounts"), id("qupiactl")],
             security: vec![id("qupiactl")],
+            disclosure_officers: vec![id("officer-a"), id("officer-b")],
         }
     }
 }

@@ -23,6 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::disclosure::check_request_field;
 use crate::enforce::{Enforcer, decision_result, vault_error};
 use crate::rate_limit::CallerLimits;
 use crate::{Error, model};
@@ -36,9 +37,6 @@ const FORWARD_PIECE_BYTES: usize = 256 * 1024;
 /// Messages in flight between the caller and the vault, either way: enough to keep both
 /// connections busy, a megabyte or so, never a document.
 const FORWARD_BUFFER: usize = 4;
-
-/// The longest disclosure-request id accepted (ids are short, opaque ascii).
-const MAX_REQUEST_ID: usize = 128;
 
 /// How the access log spells a download (`qupia_audit::Operation::DocumentDownload`).
 const DOWNLOAD_OPERATION: &str = "document_download";
@@ -184,7 +182,9 @@ impl DocumentApi {
         } else if !decision.allowed {
             Some(decision.reason.clone())
         } else if purpose == Purpose::LegalDisclosure {
-            self.check_disclosure(caller, &request.disclosure_request_id, &request.document_token).await.err()
+            self.check_disclosure(caller, &request.disclosure_request_id, &request.document_token, trace_id)
+                .await?
+                .err()
         } else {
             None
         };
@@ -211,20 +211,48 @@ impl DocumentApi {
 
     /// Whether an approved disclosure request (policy clause 3.4) covers this download
     /// by `caller`: the one check legal_disclosure needs beyond the policy, for
-    /// documents as for fields. `Err` carries the reason for the access log.
-    ///
-    /// Disclosure requests are not kept by the gateway yet, so no request can have been
-    /// approved and every legal disclosure of a document is refused.
+    /// documents as for fields. The request must be approved, unexpired, include
+    /// documents, and name the document's owner; the owner is found by listing the
+    /// documents of the people in scope (metadata only, nothing is decrypted). `Err`
+    /// carries the reason for the access log.
     async fn check_disclosure(
         &self,
-        _caller: &ServiceIdentity,
+        caller: &ServiceIdentity,
         disclosure_request_id: &str,
-        _document_token: &str,
-    ) -> Result<(), String> {
-        if disclosure_request_id.is_empty() {
-            return Err("legal disclosure requires the id of an approved disclosure request".to_owned());
+        document_token: &str,
+        trace_id: &str,
+    ) -> Result<Result<(), String>, Error> {
+        let request = match self.enforcer.disclosures.usable(disclosure_request_id).await? {
+            Ok(request) => request,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        if !request.documents {
+            return Ok(Err(format!("disclosure request {} does not include documents", request.id)));
         }
-        Err("legal disclosure requires an approved disclosure request, and none can be approved yet".to_owned())
+        for person_token in &request.person_tokens {
+            let mut access = Self::write_access(caller, trace_id);
+            access.purpose = model::purpose_to_proto(Purpose::LegalDisclosure) as i32;
+            access.request_id = request.id.clone();
+            let listed = self
+                .documents
+                .clone()
+                .list_documents(vault::ListDocumentsRequest {
+                    person_token: person_token.clone(),
+                    access: Some(access),
+                })
+                .await;
+            match listed {
+                Ok(response) => {
+                    if response.into_inner().documents.iter().any(|d| d.document_token == document_token) {
+                        return Ok(Ok(()));
+                    }
+                }
+                // An erased person has no documents.
+                Err(status) if status.code() == tonic::Code::NotFound => {}
+                Err(status) => return Err(vault_error(status)),
+            }
+        }
+        Ok(Err(format!("the document is outside the scope of disclosure request {}", request.id)))
     }
 
     async fn download(
@@ -296,20 +324,6 @@ impl DocumentApi {
     }
 }
 
-/// A disclosure-request id: empty, or short opaque ascii (what the access log accepts).
-fn disclosure_request_id(value: &str, purpose: Purpose) -> Result<(), Error> {
-    let field = "disclosure_request_id";
-    if value.is_empty() {
-        return Ok(());
-    }
-    if purpose != Purpose::LegalDisclosure {
-        return Err(Error::invalid(field, "is only for legal_disclosure"));
-    }
-    let well_formed = value.len() <= MAX_REQUEST_ID
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'));
-    if well_formed { Ok(()) } else { Err(Error::invalid(field, "is not a well-formed request id")) }
-}
-
 #[tonic::async_trait]
 impl DocumentService for DocumentApi {
     type DownloadDocumentStream = ReceiverStream<Result<proto::DownloadDocumentResponse, Status>>;
@@ -354,7 +368,7 @@ impl DocumentService for DocumentApi {
         if !is_document_token(&request.document_token) {
             return Err(Error::invalid("document_token", "is not a well-formed document token").into());
         }
-        disclosure_request_id(&request.disclosure_request_id, purpose)?;
+        check_request_field("disclosure_request_id", &request.disclosure_request_id, purpose)?;
         let downloaded = self.download(&caller, purpose, request, &trace_id).await;
         let result = match &downloaded {
             Ok(_) => Some(DecisionResult::Allowed),
@@ -415,14 +429,5 @@ mod tests {
         assert!(!is_document_token(&format!("qpp_{}", "A".repeat(35))));
         assert!(!is_document_token(&format!("qpd_{}", "A".repeat(34))));
         assert!(!is_document_token(&format!("qpd_{}+", "A".repeat(34))));
-    }
-
-    #[test]
-    fn disclosure_request_ids_belong_to_legal_disclosure_only() {
-        assert!(disclosure_request_id("", Purpose::Identification).is_ok());
-        assert!(disclosure_request_id("dr-2026-17", Purpose::LegalDisclosure).is_ok());
-        assert!(disclosure_request_id("dr-2026-17", Purpose::Identification).is_err());
-        assert!(disclosure_request_id("officer@example.kz", Purpose::LegalDisclosure).is_err());
-        assert!(disclosure_request_id(&"x".repeat(129), Purpose::LegalDisclosure).is_err());
     }
 }

@@ -15,6 +15,7 @@ use qupia_transport::ServiceIdentity;
 
 use crate::Error;
 use crate::consent::{ConsentCheck, ConsentStore, now_ms};
+use crate::disclosure::DisclosureStore;
 use crate::model;
 
 /// A person token: `qpp_` and 35 base64url characters. The gateway cannot check a
@@ -33,6 +34,8 @@ pub struct RevealAsk {
     pub fields: Vec<Field>,
     pub recipient: String,
     pub trace_id: String,
+    /// For legal_disclosure: the approved disclosure request the reveal rests on.
+    pub disclosure_request_id: String,
 }
 
 /// One token's outcome.
@@ -43,6 +46,8 @@ pub struct Enforcer {
     pub policy: Arc<PolicyStore>,
     pub consents: ConsentStore,
     pub vault: VaultServiceClient<TracedChannel>,
+    /// The disclosure register: legal_disclosure reveals only within an approved request.
+    pub disclosures: DisclosureStore,
     /// Counts decisions by purpose and result: one per token, as the access log has them.
     pub metrics: qupia_ops::Metrics,
 }
@@ -56,6 +61,7 @@ pub fn decision_result(error: &Error) -> Option<DecisionResult> {
         Error::InvalidArgument { .. } | Error::CallerStream(_) => None,
         Error::PermissionDenied(_) => Some(DecisionResult::DeniedPolicy),
         Error::FailedPrecondition(_)
+        | Error::NotFound(_)
         | Error::RateLimited
         | Error::AuditUnavailable
         | Error::Vault(_)
@@ -101,22 +107,43 @@ impl Enforcer {
         let recipient = (!ask.recipient.is_empty()).then_some(ask.recipient.as_str());
 
         // 1. The policy: may this caller see these fields for this purpose?
-        let (allowed, denied) = policy.allowed_fields(caller, ask.purpose, &ask.fields, recipient);
-        let refusal = if !policy.permits_purpose(caller, ask.purpose) {
+        let (mut allowed, denied) = policy.allowed_fields(caller, ask.purpose, &ask.fields, recipient);
+        let mut refusal = if !policy.permits_purpose(caller, ask.purpose) {
             Some(format!("{caller} may not use the purpose {}", ask.purpose))
         } else if let Some((_, decision)) = denied.first().filter(|_| !ask.fields.is_empty()) {
             Some(decision.reason.clone())
         } else if allowed.is_empty() {
             Some(format!("the purpose {} reveals no field values to {caller}", ask.purpose))
-        } else if ask.purpose == Purpose::LegalDisclosure {
-            Some("legal disclosure requires an approved disclosure request".to_owned())
         } else {
             None
         };
+        // 1b. Legal disclosure: only under an approved, unexpired request, and only the
+        // fields it names (the people are checked per token below).
+        let mut disclosure = None;
+        if refusal.is_none() && ask.purpose == Purpose::LegalDisclosure {
+            match self.disclosures.usable(&ask.disclosure_request_id).await? {
+                Err(reason) => refusal = Some(reason),
+                Ok(request) => {
+                    if let Some(field) = ask.fields.iter().find(|f| !request.fields.contains(f)) {
+                        refusal = Some(format!("{field} is outside the scope of disclosure request {}", request.id));
+                    } else {
+                        allowed.retain(|f| request.fields.contains(f));
+                        if allowed.is_empty() {
+                            refusal =
+                                Some(format!("disclosure request {} covers no field this caller may see", request.id));
+                        }
+                    }
+                    disclosure = Some(request);
+                }
+            }
+        }
         if let Some(reason) = refusal {
             let fields = if ask.fields.is_empty() { allowed.clone() } else { ask.fields.clone() };
-            let records =
-                tokens.iter().map(|token| self.denial(ask, &decision_id, token, &fields, &reason, "")).collect();
+            let request_id = &ask.disclosure_request_id;
+            let records = tokens
+                .iter()
+                .map(|token| self.denial(ask, &decision_id, token, &fields, &reason, request_id))
+                .collect();
             self.record(records).await?;
             return Err(Error::PermissionDenied(reason));
         }
@@ -129,6 +156,15 @@ impl Enforcer {
         let mut outcomes: Vec<Option<ItemOutcome>> = (0..tokens.len()).map(|_| None).collect();
         let mut consent_ids: HashMap<usize, String> = HashMap::new();
         let mut denials = Vec::new();
+        if let Some(request) = &disclosure {
+            for (i, token) in tokens.iter().enumerate() {
+                if !request.covers_person(token) {
+                    let why = format!("the person is outside the scope of disclosure request {}", request.id);
+                    denials.push(self.denial(ask, &decision_id, token, &allowed, &why, &request.id));
+                    outcomes[i] = Some(Err(Error::PermissionDenied(why)));
+                }
+            }
+        }
         if ask.purpose.requires_consent() {
             let people: Vec<String> = tokens.iter().filter(|t| is_person_token(t)).cloned().collect();
             let checks = self.consents.check_many(&people, ask.purpose, &ask.recipient, now_ms()).await?;
@@ -237,6 +273,7 @@ impl Enforcer {
             fields: vec![field],
             recipient: String::new(),
             trace_id: trace_id.to_owned(),
+            disclosure_request_id: String::new(),
         };
         if !decision.allowed {
             let mut record = self.denial(&ask, &decision_id, "", &[field], &decision.reason, "");
@@ -256,7 +293,7 @@ impl Enforcer {
             decision_id: decision_id.to_owned(),
             caller: ask.caller.as_str().to_owned(),
             consent_id: String::new(),
-            request_id: String::new(),
+            request_id: ask.disclosure_request_id.clone(),
             trace_id: ask.trace_id.clone(),
             reason: reason.to_owned(),
         }

@@ -14,6 +14,9 @@ pub enum Error {
     PermissionDenied(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// What the call names does not exist (the message names it by id, never by value).
+    #[error("{0} was not found")]
+    NotFound(String),
     /// The caller is over its rate limit.
     #[error("rate limit exceeded for this caller; retry later")]
     RateLimited,
@@ -40,6 +43,7 @@ impl Error {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::NotFound(_) => Code::NotFound,
             Error::RateLimited => Code::ResourceExhausted,
             Error::AuditUnavailable => Code::Unavailable,
             Error::Vault(status) | Error::CallerStream(status) => status.code(),

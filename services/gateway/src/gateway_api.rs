@@ -8,6 +8,7 @@ use qupia_api::vault::v1 as vault;
 use qupia_transport::{ServiceIdentity, caller_of};
 use tonic::{Request, Response, Status};
 
+use crate::disclosure::check_request_field;
 use crate::enforce::{Enforcer, RevealAsk, fields_of, vault_error};
 use crate::rate_limit::CallerLimits;
 use crate::{Error, model};
@@ -58,13 +59,17 @@ impl GatewayApi {
         purpose: i32,
         fields: &[i32],
         recipient: &str,
+        disclosure_request_id: &str,
     ) -> Result<RevealAsk, Status> {
+        let purpose = model::purpose(purpose, "purpose")?;
+        check_request_field("disclosure_request_id", disclosure_request_id, purpose)?;
         Ok(RevealAsk {
             caller,
-            purpose: model::purpose(purpose, "purpose")?,
+            purpose,
             fields: fields_of(fields)?,
             recipient: model::recipient(recipient)?,
             trace_id: model::trace_id(request),
+            disclosure_request_id: disclosure_request_id.to_owned(),
         })
     }
 }
@@ -118,7 +123,8 @@ impl GatewayService for GatewayApi {
     async fn reveal(&self, request: Request<proto::RevealRequest>) -> Result<Response<proto::RevealResponse>, Status> {
         let caller = self.admit(&request, 1)?;
         let body = request.get_ref();
-        let ask = Self::ask(&request, caller, body.purpose, &body.fields, &body.recipient)?;
+        let ask =
+            Self::ask(&request, caller, body.purpose, &body.fields, &body.recipient, &body.disclosure_request_id)?;
         let tokens = vec![body.token.clone()];
         let (decision_id, mut outcomes) = self.enforcer.reveal(&ask, &tokens).await?;
         let revealed = outcomes.pop().ok_or_else(|| Status::internal("no outcome"))??;
@@ -137,7 +143,8 @@ impl GatewayService for GatewayApi {
         let caller = self.admit(&request, request.get_ref().tokens.len())?;
         let body = request.get_ref();
         self.check_batch(body.tokens.len(), "tokens")?;
-        let ask = Self::ask(&request, caller, body.purpose, &body.fields, &body.recipient)?;
+        let ask =
+            Self::ask(&request, caller, body.purpose, &body.fields, &body.recipient, &body.disclosure_request_id)?;
         let (decision_id, outcomes) = self.enforcer.reveal(&ask, &body.tokens).await?;
         let results = outcomes
             .into_iter()

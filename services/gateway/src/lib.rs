@@ -6,8 +6,8 @@
 //! the purpose needs it, has every decision written to the vault's access log, and only
 //! then lets the vault reveal. Scanned documents stream through it the same way, and
 //! statistics are counted inside the vault over consenting people only. It owns
-//! consents and the versions of the published privacy policy, and rate-limits each
-//! caller.
+//! consents, the versions of the published privacy policy and the register of
+//! disclosure requests of state bodies, and rate-limits each caller.
 //!
 //! The gateway never holds personal data at rest: its database has tokens, purposes
 //! and ids only, and values it relays from the vault are never logged.
@@ -17,6 +17,8 @@ mod audit_proxy;
 mod config;
 pub mod consent;
 mod consent_api;
+mod disclosure;
+mod disclosure_api;
 mod document_api;
 mod enforce;
 mod error;

@@ -63,6 +63,15 @@ struct Args {
         default_value = "spiffe://qupia/ns/default/sa/qupiactl"
     )]
     security: Vec<String>,
+    /// Identities that may file, approve and act on disclosure requests of state bodies
+    /// (policy clause 3.4); a request needs two of them, the filer and an approver.
+    #[arg(
+        long,
+        env = "QUPIA_GATEWAY_DISCLOSURE_OFFICERS",
+        value_delimiter = ',',
+        default_value = "spiffe://qupia/ns/default/sa/officer-a,spiffe://qupia/ns/default/sa/officer-b"
+    )]
+    disclosure_officers: Vec<String>,
     /// Address of the plaintext ops HTTP server (/metrics, /livez, /readyz).
     #[arg(long, env = "QUPIA_GATEWAY_OPS_LISTEN", default_value = "127.0.0.1:7112")]
     ops_listen: std::net::SocketAddr,
@@ -107,6 +116,7 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         writers: identities(&args.writers, "writers")?,
         consent_managers: identities(&args.consent_managers, "consent_managers")?,
         security: identities(&args.security, "security")?,
+        disclosure_officers: identities(&args.disclosure_officers, "disclosure_officers")?,
     };
     config.ops = ops_options(args)?;
     config.statistics_min_group_size = args.statistics_min_group_size;

@@ -7,6 +7,7 @@ use qupia_api::audit::v1::audit_service_client::AuditServiceClient;
 use qupia_api::audit::v1::audit_service_server::AuditServiceServer;
 use qupia_api::gateway::v1::access_history_service_server::AccessHistoryServiceServer;
 use qupia_api::gateway::v1::consent_service_server::ConsentServiceServer;
+use qupia_api::gateway::v1::disclosure_service_server::DisclosureServiceServer;
 use qupia_api::gateway::v1::document_service_server::DocumentServiceServer;
 use qupia_api::gateway::v1::gateway_service_server::GatewayServiceServer;
 use qupia_api::gateway::v1::policy_service_server::PolicyServiceServer;
@@ -28,6 +29,8 @@ use crate::access_history::AccessHistoryApi;
 use crate::audit_proxy::AuditProxy;
 use crate::consent::{ConsentError, ConsentStore};
 use crate::consent_api::ConsentApi;
+use crate::disclosure::DisclosureStore;
+use crate::disclosure_api::DisclosureApi;
 use crate::document_api::DocumentApi;
 use crate::enforce::Enforcer;
 use crate::gateway_api::GatewayApi;
@@ -92,10 +95,12 @@ pub async fn serve(
     let channel = tower::Layer::layer(&qupia_telemetry::client_layer(), endpoint.connect_lazy());
 
     let roles = &config.roles;
+    let disclosures = DisclosureStore::new(consents.pool().clone());
     let enforcer = Enforcer {
         policy: policy.clone(),
         consents: consents.clone(),
         vault: VaultServiceClient::new(channel.clone()),
+        disclosures: disclosures.clone(),
         metrics: metrics.clone(),
     };
     let limits = Arc::new(CallerLimits::new(config.rate_limit, &config.rate_limits));
@@ -116,6 +121,11 @@ pub async fn serve(
     let consent = ConsentApi {
         store: consents,
         managers: roles.consent_managers.clone().into(),
+        security: roles.security.clone().into(),
+    };
+    let disclosure = DisclosureApi {
+        store: disclosures,
+        officers: roles.disclosure_officers.clone().into(),
         security: roles.security.clone().into(),
     };
     let explain = PolicyApi { policy: policy.clone(), security: roles.security.clone().into() };
@@ -171,6 +181,7 @@ pub async fn serve(
                 ))
                 .add_service(InterceptedService::new(StatisticsServiceServer::new(statistics), gate()))
                 .add_service(InterceptedService::new(ConsentServiceServer::new(consent), gate()))
+                .add_service(InterceptedService::new(DisclosureServiceServer::new(disclosure), gate()))
                 .add_service(InterceptedService::new(PolicyServiceServer::new(explain), gate()))
                 .add_service(InterceptedService::new(AuditServiceServer::new(audit), gate()))
                 .add_service(InterceptedService::new(AccessHistoryServiceServer::new(history), gate()))

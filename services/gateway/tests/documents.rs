@@ -5,15 +5,12 @@
 mod common;
 
 use common::*;
-use qupia_api::gateway::v1::document_service_client::DocumentServiceClient;
 use qupia_api::gateway::v1::*;
-use qupia_api::types::v1::{DocumentInfo, DocumentKind, DocumentType, Field, Purpose};
-use qupia_api::vault::v1::DocumentUploadHeader;
+use qupia_api::types::v1::{DocumentType, Field, Purpose};
 use qupia_test_support::captured_logs;
 use qupia_test_support::{Backend, Suite, scan_database, scan_text, storage_test};
 use sqlx::{Connection, Row};
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// Text that stands for what a scan shows: it must never reach the gateway's database,
 /// its logs, or the vault's database in clear.
@@ -30,60 +27,6 @@ fn scan(len: usize) -> Vec<u8> {
     }
     bytes.truncate(len);
     bytes
-}
-
-fn header(person: &str, declared_type: DocumentType) -> UploadDocumentRequest {
-    UploadDocumentRequest {
-        part: Some(upload_document_request::Part::Header(DocumentUploadHeader {
-            person_token: person.into(),
-            kind: DocumentKind::Identity as i32,
-            declared_type: declared_type as i32,
-            declared_size_bytes: 0,
-        })),
-    }
-}
-
-fn chunk(bytes: &[u8]) -> UploadDocumentRequest {
-    UploadDocumentRequest { part: Some(upload_document_request::Part::Chunk(bytes.to_vec())) }
-}
-
-async fn upload(
-    client: &mut DocumentServiceClient<Channel>,
-    person: &str,
-    content: &[u8],
-    piece: usize,
-) -> Result<DocumentInfo, tonic::Status> {
-    let mut messages = vec![header(person, DocumentType::Pdf)];
-    messages.extend(content.chunks(piece).map(chunk));
-    let response = client.upload_document(tokio_stream::iter(messages)).await?.into_inner();
-    Ok(response.document.expect("a stored document is described"))
-}
-
-/// The first message's description and decision id, and the content.
-async fn download(
-    client: &mut DocumentServiceClient<Channel>,
-    token: &str,
-    purpose: Purpose,
-    disclosure_request_id: &str,
-) -> Result<(DocumentInfo, String, Vec<u8>), tonic::Status> {
-    let mut stream = client
-        .download_document(DownloadDocumentRequest {
-            document_token: token.into(),
-            purpose: purpose as i32,
-            disclosure_request_id: disclosure_request_id.into(),
-        })
-        .await?
-        .into_inner();
-    let first = stream.message().await?.expect("a first message");
-    let Some(download_document_response::Part::Info(info)) = first.part else { panic!("the description comes first") };
-    let mut content = Vec::new();
-    while let Some(message) = stream.message().await? {
-        match message.part {
-            Some(download_document_response::Part::Chunk(bytes)) => content.extend_from_slice(&bytes),
-            other => panic!("expected content, got {other:?}"),
-        }
-    }
-    Ok((info, first.decision_id, content))
 }
 
 async fn vault_count(suite: &Suite, table: &str) -> i64 {
@@ -157,6 +100,9 @@ async fn identification(backend: Backend) {
     assert!(leaks.is_empty(), "{leaks:?}");
 }
 
+/// A well-formed disclosure-request id that names no request.
+const UNKNOWN_REQUEST: &str = "dr-00000000-0000-4000-8000-000000000000";
+
 storage_test!(downloads_for_other_callers_and_purposes_are_denied_and_logged, denials);
 async fn denials(backend: Backend) {
     let suite = Suite::start(backend).await;
@@ -164,7 +110,7 @@ async fn denials(backend: Backend) {
     let stored =
         upload(&mut suite.documents_as("accounts").await, &person, &scan(100_000), 40_000).await.expect("upload");
 
-    let cases: [(&str, Purpose, &str, &str); 5] = [
+    let cases: [(&str, Purpose, &str, &str); 7] = [
         (
             "marketing",
             Purpose::Identification,
@@ -186,14 +132,26 @@ async fn denials(backend: Backend) {
         (
             "accounts",
             Purpose::LegalDisclosure,
-            "dr-1",
+            UNKNOWN_REQUEST,
             "no policy permits spiffe://qupia/ns/default/sa/accounts to see document for legal_disclosure",
         ),
         (
             "qupiactl",
             Purpose::LegalDisclosure,
-            "dr-1",
-            "legal disclosure requires an approved disclosure request, and none can be approved yet",
+            UNKNOWN_REQUEST,
+            "no policy permits spiffe://qupia/ns/default/sa/qupiactl to see document for legal_disclosure",
+        ),
+        (
+            "officer-a",
+            Purpose::LegalDisclosure,
+            UNKNOWN_REQUEST,
+            "disclosure request dr-00000000-0000-4000-8000-000000000000 does not exist",
+        ),
+        (
+            "officer-a",
+            Purpose::LegalDisclosure,
+            "",
+            "legal disclosure requires the id of an approved disclosure request",
         ),
     ];
     for (caller, purpose, request_id, reason) in cases {
@@ -206,7 +164,7 @@ async fn denials(backend: Backend) {
     // Every refusal is in the access log, filed under the document's owner.
     let entries = audit_of(&suite, &person).await;
     let refused: Vec<_> = entries.iter().filter(|e| e.operation == "document_download" && !e.allowed).collect();
-    assert_eq!(refused.len(), 5, "{entries:#?}");
+    assert_eq!(refused.len(), 7, "{entries:#?}");
     for (entry, (caller, purpose, _, reason)) in refused.iter().zip(cases) {
         assert_eq!(entry.caller, format!("spiffe://qupia/ns/default/sa/{caller}"));
         assert_eq!(entry.purpose, qupia_api::convert::purpose(purpose as i32).expect("purpose").as_str());

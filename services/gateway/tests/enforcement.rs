@@ -185,6 +185,7 @@ async fn batch_consent(backend: Backend) {
             purpose: Purpose::Advertising as i32,
             fields: vec![],
             recipient: String::new(),
+            disclosure_request_id: String::new(),
         })
         .await
         .unwrap()

@@ -170,6 +170,7 @@ async fn identity_comes_from_the_certificate_only() {
         purpose: Purpose::ServiceDelivery as i32,
         fields: vec![Field::Surname as i32],
         recipient: String::new(),
+        disclosure_request_id: String::new(),
     });
     for header in ["x-spiffe-id", "x-caller", "x-forwarded-client-cert", "x-client-identity"] {
         request.metadata_mut().insert(header, ACCOUNTS.parse().unwrap());
@@ -194,6 +195,7 @@ async fn identity_comes_from_the_certificate_only() {
                     purpose: Purpose::ServiceDelivery as i32,
                     fields: vec![],
                     recipient: String::new(),
+                    disclosure_request_id: String::new(),
                 })
                 .await?,
         )

@@ -82,6 +82,7 @@ async fn one_trace_from_the_caller_through_the_gateway_to_the_vault() {
                 purpose: Purpose::ServiceDelivery as i32,
                 fields: vec![],
                 recipient: String::new(),
+                disclosure_request_id: String::new(),
             })
             .await
             .expect("reveal");

@@ -210,6 +210,7 @@ impl Delivery {
             purpose: types::Purpose::Advertising as i32,
             fields: vec![field as i32],
             recipient: String::new(),
+            disclosure_request_id: String::new(),
         };
         let results = match self.gateway.clone().batch_reveal(request).await {
             Ok(response) => response.into_inner().results,

@@ -43,6 +43,7 @@ async fn trust_boundaries(backend: Backend) {
                 purpose: Purpose::Advertising as i32,
                 fields: vec![field as i32],
                 recipient: String::new(),
+                disclosure_request_id: String::new(),
             })
             .await
             .expect_err("a name is never revealed for advertising");
@@ -55,6 +56,7 @@ async fn trust_boundaries(backend: Backend) {
             purpose: Purpose::Advertising as i32,
             fields: vec![Field::Email as i32],
             recipient: String::new(),
+            disclosure_request_id: String::new(),
         })
         .await
         .expect("the e-mail is allowed for advertising with consent")

@@ -225,6 +225,7 @@ impl Qupia {
                 purpose: Purpose::Advertising as i32,
                 fields: vec![],
                 recipient: String::new(),
+                disclosure_request_id: String::new(),
             })
             .await?
             .into_inner();
@@ -242,6 +243,7 @@ impl Qupia {
                 purpose: Purpose::Advertising as i32,
                 fields: vec![],
                 recipient: String::new(),
+                disclosure_request_id: String::new(),
             })
             .await?
             .into_inner()
@@ -292,6 +294,7 @@ impl Qupia {
                 purpose: Purpose::ServiceDelivery as i32,
                 fields: vec![],
                 recipient: String::new(),
+                disclosure_request_id: String::new(),
             })
             .await?
             .into_inner();

@@ -439,7 +439,7 @@ async fn download(channel: Channel, document_token: &str) -> Result<(), tonic::S
 }
 
 /// A unix-milliseconds time as `YYYY-MM-DD HH:MM:SS` (UTC).
-fn time(at_ms: i64) -> String {
+pub fn time(at_ms: i64) -> String {
     match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000) {
         Ok(at) => format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",

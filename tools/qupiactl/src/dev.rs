@@ -22,7 +22,9 @@ pub enum DevCommand {
 }
 
 /// The service identities a development suite issues certificates for.
-const SERVICES: &[&str] = &["vault", "gateway", "accounts", "marketing", "web", "qupiactl"];
+/// `officer-a` and `officer-b` are two disclosure officers: one files a request, the
+/// other approves it (`qupiactl --as officer-a disclosure request …`).
+const SERVICES: &[&str] = &["vault", "gateway", "accounts", "marketing", "web", "qupiactl", "officer-a", "officer-b"];
 
 /// The TLS files of `service` in a development directory.
 pub fn tls_files(dev_dir: &Path, service: &str) -> TlsFiles {

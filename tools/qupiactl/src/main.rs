@@ -11,6 +11,7 @@ mod audit_cmd;
 mod client;
 mod demo;
 mod dev;
+mod disclosure_cmd;
 mod document_cmd;
 mod keys_cmd;
 mod marketing_cmd;
@@ -93,6 +94,11 @@ enum Command {
         #[command(subcommand)]
         command: marketing_cmd::MarketingCommand,
     },
+    /// Disclosure requests of state bodies: file, approve (a second officer), review.
+    Disclosure {
+        #[command(subcommand)]
+        command: disclosure_cmd::DisclosureCommand,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
@@ -122,6 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Policy { command } => policy_cmd::run(command, channel, cli.json).await.map(|()| true),
         Command::Audit { command } => audit_cmd::run(command, channel, cli.json).await,
         Command::Keys { command } => keys_cmd::run(command, channel, cli.json).await,
+        Command::Disclosure { command } => disclosure_cmd::run(command, channel, cli.json).await.map(|()| true),
     }
 }
 

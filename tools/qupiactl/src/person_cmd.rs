@@ -41,6 +41,9 @@ pub enum PersonCommand {
         /// The third party, for third_party_transfer.
         #[arg(long, default_value = "")]
         recipient: String,
+        /// For legal_disclosure: the approved disclosure request (`qupiactl disclosure`).
+        #[arg(long = "disclosure-request", default_value = "")]
+        disclosure_request_id: String,
     },
     /// Find people by e-mail or phone (purpose identification).
     Lookup {
@@ -92,7 +95,7 @@ pub fn purpose_name(value: i32) -> &'static str {
     qupia_api::convert::purpose(value).map(|p| p.as_str()).unwrap_or("unknown")
 }
 
-fn field(name: &str) -> anyhow::Result<i32> {
+pub fn field(name: &str) -> anyhow::Result<i32> {
     let field: qupia_domain::Field = name.parse().map_err(|_| anyhow::anyhow!("fields: is not a known field"))?;
     Ok(qupia_api::convert::field_to_proto(field) as i32)
 }
@@ -129,10 +132,11 @@ pub async fn run_person(command: PersonCommand, channel: Channel, json: bool) ->
                 }
             }
         }
-        PersonCommand::Reveal { token, purpose: purpose_arg, fields, recipient } => {
+        PersonCommand::Reveal { token, purpose: purpose_arg, fields, recipient, disclosure_request_id } => {
             let fields = fields.iter().map(|f| field(f)).collect::<anyhow::Result<Vec<_>>>()?;
+            let purpose = purpose(&purpose_arg)?;
             let response = gateway
-                .reveal(RevealRequest { token, purpose: purpose(&purpose_arg)?, fields, recipient })
+                .reveal(RevealRequest { token, purpose, fields, recipient, disclosure_request_id })
                 .await
                 .map_err(status)?
                 .into_inner();

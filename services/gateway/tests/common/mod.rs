@@ -2,11 +2,13 @@
 #![allow(dead_code)]
 
 use qupia_api::audit::v1::{AuditEntry, AuditFilter, QueryAuditRequest};
+use qupia_api::gateway::v1::document_service_client::DocumentServiceClient;
 use qupia_api::gateway::v1::*;
-use qupia_api::types::v1::{Field, Purpose};
-use qupia_api::vault::v1::PersonInput;
+use qupia_api::types::v1::{DocumentInfo, DocumentKind, DocumentType, Field, Purpose};
+use qupia_api::vault::v1::{DocumentUploadHeader, PersonInput};
 use qupia_test_support::Suite;
 use qupia_test_support::people::PEOPLE;
+use tonic::transport::Channel;
 
 pub const ACCOUNTS: &str = "spiffe://qupia/ns/default/sa/accounts";
 pub const MARKETING: &str = "spiffe://qupia/ns/default/sa/marketing";
@@ -104,6 +106,7 @@ pub async fn reveal(
             purpose: purpose as i32,
             fields: fields.iter().map(|f| *f as i32).collect(),
             recipient: recipient.into(),
+            disclosure_request_id: String::new(),
         })
         .await?
         .into_inner();
@@ -124,4 +127,58 @@ pub async fn audit_of(suite: &Suite, person: &str) -> Vec<AuditEntry> {
         .expect("query the access log")
         .into_inner()
         .entries
+}
+
+pub fn header(person: &str, declared_type: DocumentType) -> UploadDocumentRequest {
+    UploadDocumentRequest {
+        part: Some(upload_document_request::Part::Header(DocumentUploadHeader {
+            person_token: person.into(),
+            kind: DocumentKind::Identity as i32,
+            declared_type: declared_type as i32,
+            declared_size_bytes: 0,
+        })),
+    }
+}
+
+pub fn chunk(bytes: &[u8]) -> UploadDocumentRequest {
+    UploadDocumentRequest { part: Some(upload_document_request::Part::Chunk(bytes.to_vec())) }
+}
+
+pub async fn upload(
+    client: &mut DocumentServiceClient<Channel>,
+    person: &str,
+    content: &[u8],
+    piece: usize,
+) -> Result<DocumentInfo, tonic::Status> {
+    let mut messages = vec![header(person, DocumentType::Pdf)];
+    messages.extend(content.chunks(piece).map(chunk));
+    let response = client.upload_document(tokio_stream::iter(messages)).await?.into_inner();
+    Ok(response.document.expect("a stored document is described"))
+}
+
+/// The first message's description and decision id, and the content.
+pub async fn download(
+    client: &mut DocumentServiceClient<Channel>,
+    token: &str,
+    purpose: Purpose,
+    disclosure_request_id: &str,
+) -> Result<(DocumentInfo, String, Vec<u8>), tonic::Status> {
+    let mut stream = client
+        .download_document(DownloadDocumentRequest {
+            document_token: token.into(),
+            purpose: purpose as i32,
+            disclosure_request_id: disclosure_request_id.into(),
+        })
+        .await?
+        .into_inner();
+    let first = stream.message().await?.expect("a first message");
+    let Some(download_document_response::Part::Info(info)) = first.part else { panic!("the description comes first") };
+    let mut content = Vec::new();
+    while let Some(message) = stream.message().await? {
+        match message.part {
+            Some(download_document_response::Part::Chunk(bytes)) => content.extend_from_slice(&bytes),
+            other => panic!("expected content, got {other:?}"),
+        }
+    }
+    Ok((info, first.decision_id, content))
 }

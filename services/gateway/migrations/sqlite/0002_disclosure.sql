@@ -1,0 +1,70 @@
+-- Disclosure to state bodies on a reasoned request (policy clause 3.4): the register of
+-- requests, the people each covers, and approvals. People appear only as person
+-- tokens; the authority, the legal basis and the reference number describe the state
+-- body's request, never a person. Nothing here is ever rewritten or deleted: the
+-- register is what a reviewer reads years later.
+
+CREATE TABLE disclosures (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,      -- orders the register
+    id TEXT NOT NULL UNIQUE,                    -- 'dr-' and a random UUID v4
+    authority TEXT NOT NULL CHECK (length(authority) BETWEEN 1 AND 200),
+    legal_basis TEXT NOT NULL CHECK (length(legal_basis) BETWEEN 1 AND 500),
+    reference_number TEXT NOT NULL CHECK (length(reference_number) BETWEEN 1 AND 100),
+    fields TEXT NOT NULL,                       -- the field names in scope, comma-separated
+    documents INTEGER NOT NULL CHECK (documents IN (0, 1)),  -- identity documents in scope
+    expires_at_ms INTEGER NOT NULL,             -- unix milliseconds
+    requested_by TEXT NOT NULL,                 -- the filing officer's identity (a SPIFFE id)
+    requested_at_ms INTEGER NOT NULL,
+    CHECK (expires_at_ms > requested_at_ms),
+    CHECK (fields <> '' OR documents = 1)
+);
+
+CREATE TABLE disclosure_people (
+    disclosure_id TEXT NOT NULL REFERENCES disclosures (id),
+    person_token TEXT NOT NULL CHECK (length(person_token) = 39 AND substr(person_token, 1, 4) = 'qpp_'
+        AND substr(person_token, 5) NOT GLOB '*[^A-Za-z0-9_-]*'),
+    PRIMARY KEY (disclosure_id, person_token)
+);
+
+-- At most one approval per request, never by the officer who filed it.
+CREATE TABLE disclosure_approvals (
+    disclosure_id TEXT PRIMARY KEY REFERENCES disclosures (id),
+    approved_by TEXT NOT NULL,
+    approved_at_ms INTEGER NOT NULL
+);
+
+CREATE TRIGGER disclosure_approvals_second_person BEFORE INSERT ON disclosure_approvals
+WHEN NEW.approved_by = (SELECT requested_by FROM disclosures WHERE id = NEW.disclosure_id)
+BEGIN
+    SELECT RAISE(ABORT, 'a disclosure request is approved by a second person');
+END;
+
+CREATE TRIGGER disclosures_no_update BEFORE UPDATE ON disclosures
+BEGIN
+    SELECT RAISE(ABORT, 'the disclosure register is append-only');
+END;
+
+CREATE TRIGGER disclosures_no_delete BEFORE DELETE ON disclosures
+BEGIN
+    SELECT RAISE(ABORT, 'the disclosure register is append-only');
+END;
+
+CREATE TRIGGER disclosure_people_no_update BEFORE UPDATE ON disclosure_people
+BEGIN
+    SELECT RAISE(ABORT, 'the disclosure register is append-only');
+END;
+
+CREATE TRIGGER disclosure_people_no_delete BEFORE DELETE ON disclosure_people
+BEGIN
+    SELECT RAISE(ABORT, 'the disclosure register is append-only');
+END;
+
+CREATE TRIGGER disclosure_approvals_no_update BEFORE UPDATE ON disclosure_approvals
+BEGIN
+    SELECT RAISE(ABORT, 'the disclosure register is append-only');
+END;
+
+CREATE TRIGGER disclosure_approvals_no_delete BEFORE DELETE ON disclosure_approvals
+BEGIN
+    SELECT RAISE(ABORT, 'the disclosure register is append-only');
+END;
