@@ -40,7 +40,7 @@ impl Config {
             gateway_addr,
             gateway_server_name: "gateway".to_owned(),
             callers: Config::default_callers(),
-            max_document_bytes: 10 * 1024 * 1024,
+            max_document_bytes: 20 * 1024 * 1024,
             ops: qupia_ops::OpsOptions::default(),
         }
     }

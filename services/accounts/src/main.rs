@@ -49,7 +49,7 @@ struct Args {
     )]
     callers: Vec<String>,
     /// The largest document accepted at registration, in bytes (registration holds it in memory).
-    #[arg(long, env = "QUPIA_ACCOUNTS_MAX_DOCUMENT_BYTES", default_value_t = 10 * 1024 * 1024)]
+    #[arg(long, env = "QUPIA_ACCOUNTS_MAX_DOCUMENT_BYTES", default_value_t = 20 * 1024 * 1024)]
     max_document_bytes: usize,
     /// Address of the plaintext ops HTTP server (/metrics, /livez, /readyz).
     #[arg(long, env = "QUPIA_ACCOUNTS_OPS_LISTEN", default_value = "127.0.0.1:7113")]
