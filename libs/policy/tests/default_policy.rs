@@ -68,7 +68,7 @@ fn decisions_equal_the_design_table_for_every_caller_purpose_and_resource() {
     let policy = Policy::default_policy();
     let columns: Vec<&str> = COLUMNS.split_whitespace().collect();
     assert_eq!(columns.len(), Resource::ALL.len());
-    assert_eq!(TABLE.len(), 4 * Purpose::ALL.len(), "every caller × purpose is listed");
+    assert_eq!(TABLE.len(), 5 * Purpose::ALL.len(), "every caller × purpose is listed");
 
     let mut mismatches = Vec::new();
     for &(caller, purpose, row) in TABLE {
