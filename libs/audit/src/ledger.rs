@@ -3,10 +3,12 @@
 //! One SQL text serves SQLite and PostgreSQL through sqlx's `Any` driver; only the way
 //! the head row is locked differs, which is what [`Backend`] is for.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::chain::{self, LinkInput};
 use crate::entry::{Checkpoint, Entry, Filter, NewEntry, Outcome};
@@ -30,32 +32,61 @@ pub enum Backend {
     Postgres,
 }
 
-/// The audit ledger in the vault's database. Cheap to clone: a pool handle.
+/// Most entries one group commit writes; the rest wait for the next.
+const MAX_GROUP_ENTRIES: usize = 4096;
+
+/// The audit ledger in the vault's database. Cheap to clone: a pool handle and the
+/// queue of its group committer.
 #[derive(Debug, Clone)]
 pub struct AuditLedger {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
+    /// The group committer's queue, started by the first [`AuditLedger::append`].
+    group: Arc<OnceLock<mpsc::UnboundedSender<Pending>>>,
+}
+
+/// One caller's entries waiting for a group commit, and where its answer goes.
+#[derive(Debug)]
+struct Pending {
+    entries: Vec<NewEntry>,
+    answer: oneshot::Sender<Result<Vec<i64>, Error>>,
 }
 
 impl AuditLedger {
     /// A ledger over `pool`, whose database has the vault's migrations applied.
     pub fn new(pool: AnyPool, backend: Backend) -> AuditLedger {
-        AuditLedger { pool, backend }
+        AuditLedger { pool, backend, group: Arc::default() }
     }
 
-    /// Appends `entries` in one transaction and returns their seqs, in order.
+    /// Appends `entries` in one transaction and returns their seqs, in order, once that
+    /// transaction has committed.
     ///
     /// Either every entry is committed or none is: an invalid entry, a refusing database
     /// or a failed commit returns an error, and the caller must then not reveal anything.
+    ///
+    /// Concurrent calls share a commit (group commit): one task takes every append
+    /// waiting at the time, chains them in arrival order and writes them in one
+    /// transaction, then answers each caller. Every appender would otherwise queue on
+    /// the head row for a commit of its own; this way a commit's flush is paid once per
+    /// group. If the shared transaction fails, each caller's entries are retried in a
+    /// transaction of their own, so one caller's failure is never another's.
     pub async fn append(&self, entries: &[NewEntry]) -> Result<Vec<i64>, Error> {
         validate_all(entries)?;
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
-        let seqs = append_validated(&mut tx, self.backend, entries).await?;
-        tx.commit().await?;
-        Ok(seqs)
+        let queue = self.group.get_or_init(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(commit_groups(self.pool.clone(), self.backend, receiver));
+            sender
+        });
+        let (answer, answered) = oneshot::channel();
+        let pending = Pending { entries: entries.to_vec(), answer };
+        if queue.send(pending).is_err() {
+            return Err(Error::Storage(sqlx::Error::PoolClosed));
+        }
+        // A committer that went away (its runtime shut down) wrote nothing it did not answer.
+        answered.await.unwrap_or(Err(Error::Storage(sqlx::Error::PoolClosed)))
     }
 
     /// Appends `entries` inside the caller's open transaction, so that a vault write and
@@ -132,6 +163,54 @@ impl AuditLedger {
         let hash: Vec<u8> = row.try_get("hash")?;
         Ok(Some(Checkpoint { seq: row.try_get("seq")?, hash: hex::encode(hash), at_ms: row.try_get("at_ms")? }))
     }
+}
+
+/// The group committer: until every sender is gone, takes all appends waiting (up to
+/// [`MAX_GROUP_ENTRIES`]), commits them together, and answers each.
+async fn commit_groups(pool: AnyPool, backend: Backend, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    while let Some(first) = queue.recv().await {
+        let mut count = first.entries.len();
+        let mut group = vec![first];
+        while count < MAX_GROUP_ENTRIES {
+            match queue.try_recv() {
+                Ok(pending) => {
+                    count += pending.entries.len();
+                    group.push(pending);
+                }
+                Err(_) => break,
+            }
+        }
+        if group.len() == 1 {
+            let pending = group.pop().expect("one pending append");
+            let result = append_alone(&pool, backend, &pending.entries).await;
+            let _ = pending.answer.send(result);
+            continue;
+        }
+        let all: Vec<NewEntry> = group.iter().flat_map(|p| p.entries.iter().cloned()).collect();
+        match append_alone(&pool, backend, &all).await {
+            Ok(seqs) => {
+                let mut seqs = seqs.into_iter();
+                for pending in group {
+                    let mine = seqs.by_ref().take(pending.entries.len()).collect();
+                    let _ = pending.answer.send(Ok(mine));
+                }
+            }
+            Err(_) => {
+                for pending in group {
+                    let result = append_alone(&pool, backend, &pending.entries).await;
+                    let _ = pending.answer.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Appends validated `entries` in a transaction of their own.
+async fn append_alone(pool: &AnyPool, backend: Backend, entries: &[NewEntry]) -> Result<Vec<i64>, Error> {
+    let mut tx = pool.begin().await?;
+    let seqs = append_validated(&mut tx, backend, entries).await?;
+    tx.commit().await?;
+    Ok(seqs)
 }
 
 fn validate_all(entries: &[NewEntry]) -> Result<(), Error> {

@@ -8,9 +8,11 @@
 mod admit;
 mod dev_pki;
 mod identity;
+mod incoming;
 mod tls;
 
 pub use admit::{Admission, admit, caller_of};
 pub use dev_pki::{DevPki, IssuedCert};
 pub use identity::{CallerIdentity, IdentityError, ServiceIdentity};
+pub use incoming::incoming;
 pub use tls::{Error, TlsFiles, TlsMode};

@@ -6,7 +6,6 @@ use std::future::Future;
 use qupia_api::accounts::v1::accounts_service_server::AccountsServiceServer;
 use qupia_transport::{Admission, TlsMode, admit};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Endpoint, Server};
 
@@ -106,7 +105,7 @@ pub async fn serve(
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(accounts)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting)
+                .serve_with_incoming_shutdown(qupia_transport::incoming(listener), stop_accepting)
         })
         .await;
     store.close().await;

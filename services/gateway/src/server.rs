@@ -20,7 +20,6 @@ use qupia_api::vault::v1::vault_statistics_service_client::VaultStatisticsServic
 use qupia_policy::PolicyStore;
 use qupia_transport::{Admission, TlsMode, admit};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Endpoint, Server};
 
@@ -186,7 +185,7 @@ pub async fn serve(
                 .add_service(InterceptedService::new(AuditServiceServer::new(audit), gate()))
                 .add_service(InterceptedService::new(AccessHistoryServiceServer::new(history), gate()))
                 .add_service(InterceptedService::new(KeyAdminServiceServer::new(keys), gate()))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting)
+                .serve_with_incoming_shutdown(qupia_transport::incoming(listener), stop_accepting)
         })
         .await;
     if let Some(reloader) = reloader {

@@ -9,7 +9,6 @@ use qupia_api::gateway::v1::statistics_service_client::StatisticsServiceClient;
 use qupia_api::marketing::v1::marketing_service_server::MarketingServiceServer;
 use qupia_transport::{Admission, TlsMode, admit};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Endpoint, Server};
 
@@ -171,7 +170,7 @@ pub async fn serve(
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(InterceptedService::new(MarketingServiceServer::new(api), gate))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting)
+                .serve_with_incoming_shutdown(qupia_transport::incoming(listener), stop_accepting)
         })
         .await;
     // The worker finishes its round, so every message it took is recorded.

@@ -12,7 +12,6 @@ use qupia_crypto::{KeyStore, Keyring, Pkcs11KeyStore};
 use qupia_ops::{Attempt, WaitError};
 use qupia_transport::{Admission, TlsMode};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::audit_api::AuditApi;
@@ -178,7 +177,7 @@ pub async fn serve(
                 .add_service(statistics)
                 .add_service(audit)
                 .add_service(keys)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting)
+                .serve_with_incoming_shutdown(qupia_transport::incoming(listener), stop_accepting)
         })
         .await;
     // Jobs stop between batches and resume at the next start; the counts go to disk.

@@ -115,8 +115,8 @@ pub enum Inserted {
     },
 }
 
-/// A person with the fields asked for.
-#[derive(Debug)]
+/// A person with the fields asked for (ciphertexts and the wrapped key only).
+#[derive(Debug, Clone)]
 pub struct PersonRecord {
     pub person_id: [u8; 16],
     pub key: PersonKey,
@@ -144,6 +144,26 @@ fn field_of(name: &str) -> Result<Field, sqlx::Error> {
 pub(crate) fn u32_of(value: i64) -> Result<u32, sqlx::Error> {
     u32::try_from(value).map_err(|_| sqlx::Error::Decode("a stored version is out of range".into()))
 }
+
+/// Rows per multi-row INSERT of people (7 parameters each), field values (5) and
+/// blind-index entries (4): at most 500 parameters a statement.
+const PERSON_ROWS: usize = 70;
+const FIELD_ROWS: usize = 100;
+const INDEX_ROWS: usize = 125;
+
+/// `($1, $2, …), ($n+1, …)…`: the VALUES of a multi-row INSERT of `rows` rows.
+fn values_sql(rows: usize, columns: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=columns).map(|column| format!("${}", row * columns + column)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    values.join(", ")
+}
+
+/// Ids per bulk fetch of people: 500 parameters, far below either database's limit.
+const PEOPLE_CHUNK: usize = 500;
 
 impl Store {
     /// Connects to `url`, runs the migrations, and returns a pool.
@@ -209,6 +229,10 @@ impl Store {
     /// Inserts people in one transaction, with their access-log entries. A person whose
     /// idempotency key is already taken is not inserted; the earlier person is returned
     /// instead (and `audit_for` is asked for that person's entry).
+    ///
+    /// The rows go in multi-row statements (people, then their field values, then their
+    /// blind-index entries), so a batch of 100 people costs a handful of round trips,
+    /// not 800.
     pub async fn insert_people(
         &self,
         people: &[NewPerson],
@@ -216,53 +240,93 @@ impl Store {
     ) -> Result<Vec<Inserted>, WriteError> {
         let now = now_millis();
         let mut tx = self.pool.begin().await?;
-        let mut outcomes = Vec::with_capacity(people.len());
+        let mut outcomes: Vec<Option<Inserted>> = Vec::with_capacity(people.len());
         for person in people {
-            if let Some(outcome) = replayed_under_earlier_keys(&mut tx, &person.earlier_digests).await? {
-                outcomes.push(outcome);
-                continue;
-            }
-            let inserted = sqlx::query(
+            outcomes.push(replayed_under_earlier_keys(&mut tx, &person.earlier_digests).await?);
+        }
+
+        // 1. The people not already settled, in one statement per chunk; those whose
+        // idempotency key (or, improbably, random id) is taken come back missing.
+        let candidates: Vec<usize> = (0..people.len()).filter(|i| outcomes[*i].is_none()).collect();
+        let mut inserted: std::collections::HashSet<[u8; 16]> = std::collections::HashSet::new();
+        for chunk in candidates.chunks(PERSON_ROWS) {
+            let sql = format!(
                 "INSERT INTO persons \
                  (person_id, dek_wrapped, kek_version, dek_version, idempotency_key, request_digest, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )
-            .bind(person.person_id.to_vec())
-            .bind(person.key.dek_wrapped.clone())
-            .bind(i64::from(person.key.kek_version))
-            .bind(i64::from(person.key.dek_version))
-            .bind(person.idempotency_key.map(|k| k.to_vec()))
-            .bind(person.request_digest.to_vec())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+                 VALUES {} ON CONFLICT DO NOTHING RETURNING person_id",
+                values_sql(chunk.len(), 7)
+            );
+            let mut insert = sqlx::query(&sql);
+            for i in chunk {
+                let person = &people[*i];
+                insert = insert
+                    .bind(person.person_id.to_vec())
+                    .bind(person.key.dek_wrapped.clone())
+                    .bind(i64::from(person.key.kek_version))
+                    .bind(i64::from(person.key.dek_version))
+                    .bind(person.idempotency_key.map(|k| k.to_vec()))
+                    .bind(person.request_digest.to_vec())
+                    .bind(now);
+            }
+            for row in insert.fetch_all(&mut *tx).await? {
+                inserted.insert(id16(row.try_get("person_id")?)?);
+            }
+        }
+        let new: Vec<&NewPerson> =
+            candidates.iter().map(|i| &people[*i]).filter(|p| inserted.contains(&p.person_id)).collect();
 
-            if inserted == 0 {
+        // 2. Their field values and blind-index entries.
+        let fields: Vec<(&NewPerson, &StoredField)> =
+            new.iter().flat_map(|person| person.fields.iter().map(move |field| (*person, field))).collect();
+        for chunk in fields.chunks(FIELD_ROWS) {
+            let sql = format!(
+                "INSERT INTO field_values (token_id, person_id, field, ciphertext, updated_at) VALUES {}",
+                values_sql(chunk.len(), 5)
+            );
+            let mut insert = sqlx::query(&sql);
+            for (person, field) in chunk {
+                insert = insert
+                    .bind(field.token_id.to_vec())
+                    .bind(person.person_id.to_vec())
+                    .bind(field.field.as_str())
+                    .bind(field.ciphertext.clone())
+                    .bind(now);
+            }
+            insert.execute(&mut *tx).await?;
+        }
+        let index: Vec<(&NewPerson, &IndexEntry)> =
+            new.iter().flat_map(|person| person.index.iter().map(move |entry| (*person, entry))).collect();
+        for chunk in index.chunks(INDEX_ROWS) {
+            let sql = format!(
+                "INSERT INTO blind_index (field, index_version, digest, person_id) VALUES {} ON CONFLICT DO NOTHING",
+                values_sql(chunk.len(), 4)
+            );
+            let mut insert = sqlx::query(&sql);
+            for (person, entry) in chunk {
+                insert = insert
+                    .bind(entry.field.as_str())
+                    .bind(i64::from(entry.version))
+                    .bind(entry.digest.to_vec())
+                    .bind(person.person_id.to_vec());
+            }
+            insert.execute(&mut *tx).await?;
+        }
+
+        // 3. The replays: the earlier person behind a taken idempotency key, read now
+        // that this batch's own rows are in (a key used twice in one batch answers the
+        // first person).
+        for i in candidates {
+            let person = &people[i];
+            outcomes[i] = Some(if inserted.contains(&person.person_id) {
+                Inserted::New
+            } else {
                 let key = person
                     .idempotency_key
                     .ok_or_else(|| sqlx::Error::Protocol("a random person id collided".into()))?;
-                outcomes.push(replayed(&mut tx, &key, &person.request_digest).await?);
-                continue;
-            }
-            for field in &person.fields {
-                sqlx::query(
-                    "INSERT INTO field_values (token_id, person_id, field, ciphertext, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(field.token_id.to_vec())
-                .bind(person.person_id.to_vec())
-                .bind(field.field.as_str())
-                .bind(field.ciphertext.clone())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for entry in &person.index {
-                insert_index(&mut tx, &person.person_id, entry).await?;
-            }
-            outcomes.push(Inserted::New);
+                replayed(&mut tx, &key, &person.request_digest).await?
+            });
         }
+        let outcomes: Vec<Inserted> = outcomes.into_iter().map(|o| o.expect("every person settled")).collect();
         let entries: Vec<NewEntry> = outcomes.iter().enumerate().map(|(i, o)| audit_for(i, o)).collect();
         AuditLedger::append_in(&mut tx, self.audit_backend(), &entries).await?;
         tx.commit().await?;
@@ -281,6 +345,40 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         person_record(*person_id, rows)
+    }
+
+    /// The people with these ids and their stored fields, in one round trip per 500
+    /// ids; an id with no person is absent from the map.
+    pub async fn people(
+        &self,
+        person_ids: &[[u8; 16]],
+    ) -> Result<std::collections::HashMap<[u8; 16], PersonRecord>, sqlx::Error> {
+        let mut found = std::collections::HashMap::with_capacity(person_ids.len());
+        for chunk in person_ids.chunks(PEOPLE_CHUNK) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT p.person_id, p.dek_wrapped, p.kek_version, p.dek_version, f.token_id, f.field, f.ciphertext \
+                 FROM persons p LEFT JOIN field_values f ON f.person_id = p.person_id \
+                 WHERE p.person_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.to_vec());
+            }
+            let mut rows_by_person: std::collections::HashMap<[u8; 16], Vec<sqlx::any::AnyRow>> =
+                std::collections::HashMap::new();
+            for row in query.fetch_all(&self.pool).await? {
+                let id = id16(row.try_get("person_id")?)?;
+                rows_by_person.entry(id).or_default().push(row);
+            }
+            for (id, rows) in rows_by_person {
+                if let Some(record) = person_record(id, rows)? {
+                    found.insert(id, record);
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// The person owning the field token `token_id`, with their stored fields.

@@ -293,9 +293,18 @@ impl Vault {
         access: &AccessRecord,
         items: &[RevealItem],
     ) -> Result<Vec<Result<Revealed, Error>>, Error> {
+        // Person tokens are fetched together, in one round trip per 500; field tokens
+        // (rare in a batch) one by one.
+        let person_ids: Vec<[u8; 16]> =
+            items.iter().filter(|i| i.token.kind() == TokenKind::Person).map(|i| *i.token.id()).collect();
+        let people = if person_ids.len() > 1 { self.store.people(&person_ids).await? } else { Default::default() };
         let mut fetched: Vec<Result<(PersonRecord, Vec<Field>), Error>> = Vec::with_capacity(items.len());
         for item in items {
-            fetched.push(self.fetch(item).await);
+            let prefetched = match item.token.kind() {
+                TokenKind::Person if person_ids.len() > 1 => Some(people.get(item.token.id()).cloned()),
+                _ => None,
+            };
+            fetched.push(self.fetch(item, prefetched).await);
         }
         let entries: Vec<NewEntry> = items
             .iter()
@@ -332,10 +341,19 @@ impl Vault {
     }
 
     /// The stored record behind a token and the fields to reveal of it; nothing decrypted.
-    async fn fetch(&self, item: &RevealItem) -> Result<(PersonRecord, Vec<Field>), Error> {
+    /// `prefetched` is the record of a person token already read in bulk (`Some(None)`:
+    /// there is none).
+    async fn fetch(
+        &self,
+        item: &RevealItem,
+        prefetched: Option<Option<PersonRecord>>,
+    ) -> Result<(PersonRecord, Vec<Field>), Error> {
         let token = &item.token;
         let record = match token.kind() {
-            TokenKind::Person => self.store.person(token.id()).await?,
+            TokenKind::Person => match prefetched {
+                Some(record) => record,
+                None => self.store.person(token.id()).await?,
+            },
             TokenKind::Field => self.store.person_by_field_token(token.id()).await?,
             TokenKind::Document => {
                 return Err(Error::invalid("token", "a document token cannot be revealed as fields"));

@@ -520,3 +520,69 @@ async fn batches(backend: Backend) {
     let empty = client.batch_tokenize(BatchTokenizeRequest { items: vec![], ..Default::default() }).await.unwrap_err();
     assert_eq!(empty.code(), Code::InvalidArgument);
 }
+
+storage_test!(batches_settle_replays_and_repeats_per_item, batch_replays);
+async fn batch_replays(backend: Backend) {
+    let vault = VaultHarness::start(backend).await;
+    let mut client = vault.gateway().await;
+    let earlier = tokenize(&mut client, person(0), "signup-1").await;
+    let item = |i: usize, key: &str| BatchTokenizeItem { person: Some(person(i)), idempotency_key: key.into() };
+    // A key stored by an earlier call, a key used twice in this batch, and new people.
+    let response = client
+        .batch_tokenize(BatchTokenizeRequest {
+            items: vec![item(1, "signup-2"), item(0, "signup-1"), item(1, "signup-2"), item(2, "")],
+            ..Default::default()
+        })
+        .await
+        .expect("batch tokenize")
+        .into_inner();
+    let tokens: Vec<PersonTokens> = response
+        .results
+        .into_iter()
+        .map(|r| match r.result {
+            Some(batch_tokenize_result::Result::Tokens(t)) => t,
+            other => panic!("every item is stored or replayed: {other:?}"),
+        })
+        .collect();
+    assert_eq!(tokens[1], earlier, "the earlier person, not a new one");
+    assert_eq!(tokens[2], tokens[0], "a key used twice in one batch answers the first person");
+    assert_ne!(tokens[3].person_token, tokens[0].person_token);
+    assert_eq!(count(&vault, "persons").await, 3);
+    assert_eq!(count(&vault, "blind_index").await, 6, "two index entries per person, none twice");
+
+    // A batch reveal of the same person twice and of an erased person answers per item.
+    client.erase(EraseRequest { person_token: tokens[3].person_token.clone(), access: access() }).await.expect("erase");
+    let wanted = [&tokens[0], &tokens[0], &tokens[3], &earlier];
+    let revealed = client
+        .batch_reveal(BatchRevealRequest {
+            items: wanted
+                .iter()
+                .map(|t| BatchRevealItem {
+                    token: t.person_token.clone(),
+                    fields: vec![Field::Email as i32],
+                    ..Default::default()
+                })
+                .collect(),
+            access: access(),
+        })
+        .await
+        .expect("batch reveal")
+        .into_inner();
+    let values: Vec<Result<String, i32>> = revealed
+        .results
+        .into_iter()
+        .map(|r| match r.result.expect("a result") {
+            batch_reveal_result::Result::Revealed(v) => Ok(v.values[0].value.clone()),
+            batch_reveal_result::Result::Error(e) => Err(e.code),
+        })
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            Ok(PEOPLE[1].3.to_owned()),
+            Ok(PEOPLE[1].3.to_owned()),
+            Err(Code::NotFound as i32),
+            Ok(PEOPLE[0].3.to_owned())
+        ]
+    );
+}
