@@ -225,7 +225,14 @@ pub(super) fn non_extractable_aes_key(label: &str) -> Vec<Attribute> {
 }
 
 /// Generates a non-extractable AES-256 key labelled `label` inside the token.
+///
+/// One generation at a time per process: SoftHSM2's file object store has been seen to
+/// fail a generation (CKR_GENERAL_ERROR) while another session of the same process
+/// writes a token object. Keys are made at start-up and on rotation only, so the wait
+/// costs nothing.
 pub(super) fn generate_key(session: &Session, label: &str) -> Result<ObjectHandle, CkError> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     session.generate_key(&Mechanism::AesKeyGen, &non_extractable_aes_key(label))
 }
 
