@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "qupia/gateway/v1/statistics.proto",
     "qupia/gateway/v1/access_history.proto",
     "qupia/gateway/v1/disclosure.proto",
+    "qupia/gateway/v1/subject_requests.proto",
     "qupia/accounts/v1/accounts.proto",
     "qupia/marketing/v1/marketing.proto",
 ];

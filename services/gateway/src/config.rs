@@ -72,6 +72,8 @@ pub struct Config {
     /// The smallest group an aggregate reports (k); smaller groups are suppressed.
     /// At least 2, or the gateway refuses to start.
     pub statistics_min_group_size: u32,
+    /// Kazakhstan's non-working days, for subject-request due dates; `None` = the shipped file.
+    pub holidays_path: Option<PathBuf>,
 }
 
 impl Config {
@@ -91,6 +93,7 @@ impl Config {
             max_batch_items: 1000,
             ops: qupia_ops::OpsOptions::default(),
             statistics_min_group_size: 5,
+            holidays_path: None,
         }
     }
 }

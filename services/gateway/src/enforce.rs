@@ -65,7 +65,8 @@ pub fn decision_result(error: &Error) -> Option<DecisionResult> {
         | Error::RateLimited
         | Error::AuditUnavailable
         | Error::Vault(_)
-        | Error::Consent(_) => Some(DecisionResult::Error),
+        | Error::Consent(_)
+        | Error::Subject(_) => Some(DecisionResult::Error),
     }
 }
 

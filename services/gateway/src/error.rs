@@ -3,6 +3,7 @@
 use tonic::{Code, Status};
 
 use crate::consent::ConsentError;
+use crate::subject::SubjectError;
 
 /// Everything a gateway call can fail with. Messages never contain a personal value.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum Error {
     Vault(Status),
     #[error(transparent)]
     Consent(#[from] ConsentError),
+    #[error(transparent)]
+    Subject(#[from] SubjectError),
     /// The caller's request stream broke off; what it had sent was not stored.
     #[error("the request stream failed: {}", .0.message())]
     CallerStream(Status),
@@ -54,6 +57,16 @@ impl Error {
                     Code::Unavailable
                 }
                 ConsentError::Storage(_) | ConsentError::Migrate(_) => Code::Internal,
+            },
+            Error::Subject(err) => match err {
+                SubjectError::Invalid { .. } => Code::InvalidArgument,
+                SubjectError::NotFound => Code::NotFound,
+                SubjectError::FailedPrecondition(_) | SubjectError::Calendar(_) => Code::FailedPrecondition,
+                SubjectError::Conflict => Code::Aborted,
+                SubjectError::Storage(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => {
+                    Code::Unavailable
+                }
+                SubjectError::Storage(_) => Code::Internal,
             },
         }
     }

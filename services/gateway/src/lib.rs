@@ -29,6 +29,8 @@ mod policy_api;
 mod rate_limit;
 mod server;
 mod statistics_api;
+pub mod subject;
+mod subject_api;
 
 pub use config::{Config, RateLimit, Roles};
 pub use error::Error;

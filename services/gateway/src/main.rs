@@ -88,6 +88,9 @@ struct Args {
     /// The smallest group a statistics aggregate reports; smaller ones are suppressed.
     #[arg(long, env = "QUPIA_GATEWAY_STATISTICS_MIN_GROUP_SIZE", default_value_t = 5)]
     statistics_min_group_size: u32,
+    /// Kazakhstan's non-working days for subject-request due dates; the shipped file when omitted.
+    #[arg(long, env = "QUPIA_GATEWAY_HOLIDAYS_PATH")]
+    holidays_path: Option<PathBuf>,
     #[arg(long, env = "QUPIA_LOG_JSON")]
     log_json: bool,
     #[command(flatten)]
@@ -120,6 +123,7 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     };
     config.ops = ops_options(args)?;
     config.statistics_min_group_size = args.statistics_min_group_size;
+    config.holidays_path = args.holidays_path.clone();
     Ok(config)
 }
 

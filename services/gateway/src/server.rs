@@ -12,6 +12,7 @@ use qupia_api::gateway::v1::document_service_server::DocumentServiceServer;
 use qupia_api::gateway::v1::gateway_service_server::GatewayServiceServer;
 use qupia_api::gateway::v1::policy_service_server::PolicyServiceServer;
 use qupia_api::gateway::v1::statistics_service_server::StatisticsServiceServer;
+use qupia_api::gateway::v1::subject_request_service_server::SubjectRequestServiceServer;
 use qupia_api::keys::v1::key_admin_service_client::KeyAdminServiceClient;
 use qupia_api::keys::v1::key_admin_service_server::KeyAdminServiceServer;
 use qupia_api::vault::v1::vault_document_service_client::VaultDocumentServiceClient;
@@ -37,6 +38,8 @@ use crate::key_proxy::KeyAdminProxy;
 use crate::policy_api::PolicyApi;
 use crate::rate_limit::CallerLimits;
 use crate::statistics_api::StatisticsApi;
+use crate::subject::{CalendarError, HolidayCalendar, SubjectRequestStore};
+use crate::subject_api::SubjectRequestApi;
 
 /// The largest message a caller may send in a document upload.
 const MAX_DOCUMENT_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -59,6 +62,8 @@ pub enum ServeError {
     Ops(#[from] qupia_ops::Error),
     #[error("statistics_min_group_size: must be at least 2, or a group of one would name its person; it is {0}")]
     StatisticsMinGroupSize(u32),
+    #[error("failed to load the holiday calendar (holidays_path): {0}")]
+    Holidays(#[from] CalendarError),
 }
 
 /// Runs the gateway on `listener` until `shutdown` resolves, then reports NOT_SERVING,
@@ -75,6 +80,8 @@ pub async fn serve(
     let policy = Arc::new(PolicyStore::load(config.policy_path.as_deref())?);
     tracing::info!(policy_sha256 = %policy.current().hash_hex(), "purpose policy loaded");
     let reloader = config.policy_path.is_some().then(|| policy.clone().spawn_reloader(config.policy_reload_interval));
+    // A malformed holiday file refuses to start, naming its line: due dates depend on it.
+    let holidays = Arc::new(HolidayCalendar::load(config.holidays_path.as_deref())?);
     qupia_ops::wait_for_database(&config.database_url, config.ops.database_wait).await?;
     let consents = ConsentStore::connect(&config.database_url, config.max_connections).await?;
     let metrics = qupia_ops::Metrics::new();
@@ -117,6 +124,11 @@ pub async fn serve(
     };
     let gateway =
         GatewayApi { enforcer, limits, writers: roles.writers.clone().into(), max_batch_items: config.max_batch_items };
+    let subject_requests = SubjectRequestApi {
+        store: SubjectRequestStore::new(consents.pool().clone(), holidays),
+        writers: roles.writers.clone().into(),
+        security: roles.security.clone().into(),
+    };
     let consent = ConsentApi {
         store: consents,
         managers: roles.consent_managers.clone().into(),
@@ -181,6 +193,7 @@ pub async fn serve(
                 .add_service(InterceptedService::new(StatisticsServiceServer::new(statistics), gate()))
                 .add_service(InterceptedService::new(ConsentServiceServer::new(consent), gate()))
                 .add_service(InterceptedService::new(DisclosureServiceServer::new(disclosure), gate()))
+                .add_service(InterceptedService::new(SubjectRequestServiceServer::new(subject_requests), gate()))
                 .add_service(InterceptedService::new(PolicyServiceServer::new(explain), gate()))
                 .add_service(InterceptedService::new(AuditServiceServer::new(audit), gate()))
                 .add_service(InterceptedService::new(AccessHistoryServiceServer::new(history), gate()))

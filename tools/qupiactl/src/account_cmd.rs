@@ -229,6 +229,51 @@ async fn current_policy_version(connection: &Connection, dev_dir: &Path) -> anyh
     versions.iter().map(|v| v.version).max().context("no privacy policy version is published")
 }
 
+/// Deletes an account (its person and documents are erased) and says so; returns when
+/// it was deleted. `account delete` and `subject erase`.
+pub async fn delete_account(
+    accounts: &mut AccountsServiceClient<Channel>,
+    account_id: String,
+    json: bool,
+) -> anyhow::Result<i64> {
+    let deleted = accounts
+        .delete_account(DeleteAccountRequest { account_id: account_id.clone() })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if json {
+        emit(serde_json::json!({"account_id": account_id, "deleted_at_ms": deleted.deleted_at_ms}))?;
+    } else {
+        emit(format_args!(
+            "deleted {account_id}; the person and their documents were erased, and every token of theirs now answers NOT_FOUND"
+        ))?;
+    }
+    Ok(deleted.deleted_at_ms)
+}
+
+/// Everything held about an account's person, as one JSON document. `account export`
+/// and `subject export`, which prints it only once it has checked whose it is.
+pub async fn export_account(
+    accounts: &mut AccountsServiceClient<Channel>,
+    account_id: String,
+) -> anyhow::Result<ExportAccountResponse> {
+    Ok(accounts.export_account(ExportAccountRequest { account_id }).await.map_err(status)?.into_inner())
+}
+
+/// Prints an export: one JSON line with `--json`, indented otherwise.
+pub fn print_export(export: &ExportAccountResponse, json: bool) -> anyhow::Result<()> {
+    let document = serde_json::json!({
+        "exported_at_ms": export.exported_at_ms,
+        "account": export.account.as_ref().map(account_json),
+        "data": export.data.as_ref().map(data_json),
+        "documents": export.documents.iter().map(info_json).collect::<Vec<_>>(),
+        "consents": export.consents.iter().map(state_json).collect::<Vec<_>>(),
+        "consent_history": export.consent_history.iter().map(event_json).collect::<Vec<_>>(),
+        "access_history": export.access_history.iter().map(entry_json).collect::<Vec<_>>(),
+    });
+    if json { emit(document) } else { emit(serde_json::to_string_pretty(&document)?) }
+}
+
 pub async fn run(command: AccountCommand, connection: &Connection, dev_dir: &Path, json: bool) -> anyhow::Result<()> {
     let policy_version = match &command {
         AccountCommand::Register { policy_version: None, .. } => {
@@ -387,36 +432,10 @@ pub async fn run(command: AccountCommand, connection: &Connection, dev_dir: &Pat
             }
         }
         AccountCommand::Delete { account_id } => {
-            let deleted = accounts
-                .delete_account(DeleteAccountRequest { account_id: account_id.clone() })
-                .await
-                .map_err(status)?
-                .into_inner();
-            if json {
-                emit(serde_json::json!({"account_id": account_id, "deleted_at_ms": deleted.deleted_at_ms}))?;
-            } else {
-                emit(format_args!(
-                    "deleted {account_id}; the person and their documents were erased, and every token of theirs now answers NOT_FOUND"
-                ))?;
-            }
+            delete_account(&mut accounts, account_id, json).await?;
         }
         AccountCommand::Export { account_id } => {
-            let export =
-                accounts.export_account(ExportAccountRequest { account_id }).await.map_err(status)?.into_inner();
-            let document = serde_json::json!({
-                "exported_at_ms": export.exported_at_ms,
-                "account": export.account.as_ref().map(account_json),
-                "data": export.data.as_ref().map(data_json),
-                "documents": export.documents.iter().map(info_json).collect::<Vec<_>>(),
-                "consents": export.consents.iter().map(state_json).collect::<Vec<_>>(),
-                "consent_history": export.consent_history.iter().map(event_json).collect::<Vec<_>>(),
-                "access_history": export.access_history.iter().map(entry_json).collect::<Vec<_>>(),
-            });
-            if json {
-                emit(document)?;
-            } else {
-                emit(serde_json::to_string_pretty(&document)?)?;
-            }
+            print_export(&export_account(&mut accounts, account_id).await?, json)?;
         }
         AccountCommand::Document { command: DocumentCommand::Download { account_id, document, output } } => {
             let mut stream = accounts

@@ -4,7 +4,8 @@
 //!
 //! Exit codes: 0 success; 1 a check failed (e.g. `audit verify` found the log
 //! broken, `keys status --check` found an encryption alarm); 2 the command could not
-//! be carried out (bad arguments, a refused call).
+//! be carried out (bad arguments, a refused call); 3 `subject requests list --overdue
+//! --fail-if-any` found overdue subject requests.
 
 mod account_cmd;
 mod audit_cmd;
@@ -18,6 +19,7 @@ mod marketing_cmd;
 mod person_cmd;
 mod policy_cmd;
 mod stats_cmd;
+mod subject_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,6 +101,11 @@ enum Command {
         #[command(subcommand)]
         command: disclosure_cmd::DisclosureCommand,
     },
+    /// Data-subject requests and complaints: the register, and serving access and erasure.
+    Subject {
+        #[command(subcommand)]
+        command: subject_cmd::SubjectCommand,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
@@ -129,6 +136,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Audit { command } => audit_cmd::run(command, channel, cli.json).await,
         Command::Keys { command } => keys_cmd::run(command, channel, cli.json).await,
         Command::Disclosure { command } => disclosure_cmd::run(command, channel, cli.json).await.map(|()| true),
+        Command::Subject { command } => {
+            subject_cmd::run(command, channel, &cli.connection, &cli.dev_dir, cli.json).await.map(|()| true)
+        }
     }
 }
 
@@ -151,6 +161,10 @@ async fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         // A reader that stopped reading (`| head`) is not an error.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if err.is::<subject_cmd::OverdueFound>() => {
+            eprintln!("qupiactl: {err}");
+            ExitCode::from(subject_cmd::EXIT_OVERDUE)
+        }
         Err(err) => {
             eprintln!("qupiactl: {err:#}");
             ExitCode::from(2)

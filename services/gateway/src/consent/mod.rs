@@ -20,6 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use model::{ConsentAction, ConsentCheck, ConsentEvent, ConsentState, NewConsentEvent, PolicyVersion};
 pub use store::ConsentStore;
+// The subject-request register checks tokens, evidence and identities by the same rules.
+pub(crate) use model::{validate_evidence, validate_identity, validate_person_token};
 
 /// Why a consent or policy operation failed.
 #[derive(Debug, thiserror::Error)]

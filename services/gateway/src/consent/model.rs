@@ -223,7 +223,7 @@ pub(crate) fn validate_subject(purpose: Purpose, recipient: &str) -> Result<(), 
     }
 }
 
-fn validate_evidence(evidence: &str, required: bool) -> Result<(), ConsentError> {
+pub(crate) fn validate_evidence(evidence: &str, required: bool) -> Result<(), ConsentError> {
     if evidence.is_empty() {
         return if required {
             Err(ConsentError::invalid("evidence", "is required for a grant: a reference such as a form id"))
