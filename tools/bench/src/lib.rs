@@ -93,6 +93,15 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// An earlier run's report (`--json`), with `compare`'s throughput ratios added when given.
+pub fn show(path: &Path, compare: Option<&Path>) -> anyhow::Result<Report> {
+    let mut report = read_report(path)?;
+    if let Some(earlier) = compare {
+        report.compare_with(&read_report(earlier)?);
+    }
+    Ok(report)
+}
+
 fn read_report(path: &Path) -> anyhow::Result<Report> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a qupia-bench --json report", path.display()))

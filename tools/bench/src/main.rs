@@ -10,6 +10,18 @@ use qupia_bench::Options;
 #[tokio::main]
 async fn main() -> ExitCode {
     let options = Options::parse();
+    if let Some(path) = &options.show {
+        return match qupia_bench::show(path, options.compare.as_deref()) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("qupia-bench: {err:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match qupia_bench::run(&options).await {
         Ok(report) => {
             if options.json {

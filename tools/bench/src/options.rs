@@ -112,6 +112,10 @@ pub struct Options {
     /// Print the report as JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Run nothing: print the tables of an earlier run's report (--json), with
+    /// --compare if given.
+    #[arg(long)]
+    pub show: Option<PathBuf>,
     /// Keep the databases, certificates, keyring and service logs after the run.
     #[arg(long)]
     pub keep: bool,
