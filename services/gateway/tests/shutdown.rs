@@ -134,8 +134,11 @@ async fn drains(backend: Backend) {
                             outcomes.succeeded_after_signal.fetch_add(1, Ordering::SeqCst);
                         }
                     }
+                    // Refused or cut at the HTTP/2 layer as the server went away
+                    // (tonic: INTERNAL "h2 protocol error"), before the call ran.
                     Err(status)
-                        if matches!(status.code(), Code::Unavailable | Code::Cancelled)
+                        if (matches!(status.code(), Code::Unavailable | Code::Cancelled)
+                            || status.message().starts_with("h2 protocol error"))
                             && signalled.load(Ordering::SeqCst) =>
                     {
                         outcomes.undelivered.fetch_add(1, Ordering::SeqCst);
