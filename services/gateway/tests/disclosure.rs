@@ -98,7 +98,7 @@ async fn approved_scope(backend: Backend) {
         .expect("file a request");
     assert_eq!(filed.state, DisclosureState::Pending as i32);
     assert_eq!(filed.requested_by, OFFICER_A);
-    assert_eq!(filed.person_tokens, [named.clone()]);
+    assert_eq!(filed.person_tokens, std::slice::from_ref(&named));
 
     // Pending: nothing is revealed yet.
     let err = disclose(&suite, "officer-a", &named, &[], &filed.id).await.unwrap_err();

@@ -62,7 +62,9 @@ fn spawn(db: &TestDb, pki: &TestPki, port: u16, ops_port: u16) -> GatewayProcess
 
 async fn channel(pki: &TestPki, port: u16, caller: &str) -> Channel {
     let files = pki.service(caller);
-    for _ in 0..400 {
+    // `connect` itself retries a refused connection for 2 s: half a minute in all, then
+    // say so rather than wait (a process that refused to start never listens).
+    for _ in 0..15 {
         if let Ok(channel) = connect(([127, 0, 0, 1], port).into(), &files, "gateway").await {
             return channel;
         }

@@ -67,7 +67,9 @@ fn spawn(db: &TestDb, pki: &TestPki, keys: &TestKeys, dir: &std::path::Path, por
 
 async fn channel(pki: &TestPki, port: u16) -> Channel {
     let files = pki.service("gateway");
-    for _ in 0..400 {
+    // `connect` itself retries a refused connection for 2 s: half a minute in all, then
+    // say so rather than wait (a process that refused to start never listens).
+    for _ in 0..15 {
         if let Ok(channel) = connect(([127, 0, 0, 1], port).into(), &files, "vault").await {
             return channel;
         }
