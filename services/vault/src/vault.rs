@@ -15,7 +15,7 @@ use crate::Error;
 use crate::erasure_ledger::{ErasureLedger, LedgerEntry};
 use crate::key_admin::KeyLifecycle;
 use crate::model::{FieldUpdate, LookupKey, Person};
-use crate::store::{IndexEntry, Inserted, NewPerson, PersonKey, PersonRecord, Store, StoredField};
+use crate::store::{AuditFor, IndexEntry, Inserted, NewPerson, PersonKey, PersonRecord, Store, StoredField};
 
 mod aggregate;
 mod documents;
@@ -190,22 +190,24 @@ impl Vault {
             rows.push(row);
             tokens.push(tokenized);
         }
-        let audit_for = |i: usize, inserted: &Inserted| {
-            let (person, fields, reason) = match inserted {
-                Inserted::New => (
-                    tokens[i].person_token.clone(),
-                    tokens[i].field_tokens.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
-                    "stored",
-                ),
-                Inserted::Replayed { person_id, fields, same_request } => (
-                    self.encode(TokenKind::Person, *person_id),
-                    fields.iter().map(|(f, _)| *f).collect(),
-                    if *same_request { "replayed by idempotency key" } else { "refused: idempotency key reused" },
-                ),
-            };
-            access.entry(Operation::Tokenize, &person, &fields, reason)
-        };
-        let outcomes = self.store.insert_people(&rows, audit_for).await?;
+        // The access-log entry of each person, once the store has settled whether they
+        // are new or an earlier person behind a reused idempotency key. Owned, because
+        // the entry may be made by the task that writes a shared commit.
+        let access = access.clone();
+        let keys = Arc::clone(&self.keys);
+        let stored: Vec<(String, Vec<Field>)> =
+            tokens.iter().map(|t| (t.person_token.clone(), t.field_tokens.iter().map(|(f, _)| *f).collect())).collect();
+        let audit_for: AuditFor = Box::new(move |i: usize, inserted: &Inserted| match inserted {
+            Inserted::New => access.entry(Operation::Tokenize, &stored[i].0, &stored[i].1, "stored"),
+            Inserted::Replayed { person_id, fields, same_request } => {
+                let person = Token::new(TokenKind::Person, *person_id).encode(keys.token_key());
+                let fields: Vec<Field> = fields.iter().map(|(f, _)| *f).collect();
+                let reason =
+                    if *same_request { "replayed by idempotency key" } else { "refused: idempotency key reused" };
+                access.entry(Operation::Tokenize, &person, &fields, reason)
+            }
+        });
+        let outcomes = self.store.insert_people(rows, audit_for).await?;
         Ok(outcomes
             .into_iter()
             .zip(tokens)
