@@ -3,7 +3,7 @@
 use qupia_domain::{Field, Purpose};
 
 /// A resource the gateway asks about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Resource {
     /// A field of the person's record, to be seen in clear.
     Field(Field),

@@ -1,9 +1,10 @@
 //! One loaded, validated policy version and the questions it answers.
 
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use cedar_policy::{Authorizer, Effect, Entities, PolicySet, Response};
+use quick_cache::sync::Cache;
 use qupia_domain::{Field, Purpose};
 use sha2::{Digest, Sha256};
 
@@ -15,6 +16,12 @@ static DEFAULT: LazyLock<Policy> = LazyLock::new(|| {
     Policy::parse(Policy::DEFAULT_TEXT, "default").expect("the embedded default policy is valid; a unit test proves it")
 });
 
+/// Decisions remembered per policy version (distinct caller, purpose, resource and
+/// recipient combinations; a gateway sees a handful of callers, so this is ample).
+const DECISIONS_REMEMBERED: usize = 4096;
+/// `permits_purpose` answers remembered per policy version.
+const PURPOSES_REMEMBERED: usize = 1024;
+
 /// A validated purpose policy: who may see which fields in clear for which purpose.
 ///
 /// Policies never consult entity data (no attributes, no hierarchy), so decisions need
@@ -25,6 +32,25 @@ pub struct Policy {
     hash: String,
     set: PolicySet,
     rules: Vec<Rule>,
+    memo: Arc<Memo>,
+}
+
+/// Answers this policy version has already given. A decision depends on nothing but
+/// the request — the caller, purpose, resource and recipient; no entity data, no clock —
+/// so a remembered one is exactly what Cedar would answer again. Each parsed version has
+/// its own, so a new policy is never answered from an old one's memory. Bounded: an
+/// answer that has been evicted is simply evaluated again.
+struct Memo {
+    decisions: Cache<DecisionKey, Decision>,
+    purposes: Cache<(String, Purpose), bool>,
+}
+
+type DecisionKey = (String, Purpose, Resource, Option<String>);
+
+impl Memo {
+    fn new() -> Memo {
+        Memo { decisions: Cache::new(DECISIONS_REMEMBERED), purposes: Cache::new(PURPOSES_REMEMBERED) }
+    }
 }
 
 impl Policy {
@@ -45,6 +71,7 @@ impl Policy {
             hash: hex::encode(Sha256::digest(text.as_bytes())),
             set: parsed.set,
             rules: parsed.rules,
+            memo: Arc::new(Memo::new()),
         })
     }
 
@@ -71,7 +98,18 @@ impl Policy {
 
     /// May the caller see this resource for this purpose?
     pub fn decide(&self, request: &AccessRequest<'_>) -> Decision {
-        self.evaluate(request).0
+        let key: DecisionKey =
+            (request.caller.to_owned(), request.purpose, request.resource, request.recipient.map(str::to_owned));
+        if let Some(decision) = self.memo.decisions.get(&key) {
+            return decision;
+        }
+        let (decision, errors) = self.evaluate(request);
+        // A rule that failed to evaluate is a policy bug; its warning is logged on every
+        // request rather than once.
+        if errors.is_empty() {
+            self.memo.decisions.insert(key, decision.clone());
+        }
+        decision
     }
 
     /// The fields of `wanted` the caller may see for `purpose` (all five name and
@@ -108,6 +146,16 @@ impl Policy {
     /// The recipient is left unknown (Cedar partial evaluation) rather than guessed, so a
     /// rule that permits only named recipients still counts.
     pub fn permits_purpose(&self, caller: &str, purpose: Purpose) -> bool {
+        let key = (caller.to_owned(), purpose);
+        if let Some(permits) = self.memo.purposes.get(&key) {
+            return permits;
+        }
+        let permits = self.evaluate_purpose(caller, purpose);
+        self.memo.purposes.insert(key, permits);
+        permits
+    }
+
+    fn evaluate_purpose(&self, caller: &str, purpose: Purpose) -> bool {
         let authorizer = Authorizer::new();
         let entities = Entities::empty();
         Resource::ALL.into_iter().any(|resource| {
@@ -272,6 +320,30 @@ when { context.recipient == "Kaspi Bank JSC" };"#,
         assert!(policy.permits_purpose(ACCOUNTS, transfer));
         assert!(!policy.permits_purpose(ACCOUNTS, Purpose::Communication));
         assert!(!policy.permits_purpose("spiffe://qupia/ns/default/sa/marketing", transfer));
+    }
+
+    #[test]
+    fn remembered_answers_belong_to_their_question_and_their_policy_version() {
+        let permissive = Policy::default_policy();
+        let frozen = parse(&format!(
+            "{}\n{}",
+            Policy::DEFAULT_TEXT,
+            r#"@id("freeze")
+forbid (principal, action == Action::"communication", resource);"#
+        ));
+        let communication = email_for(ACCOUNTS, Purpose::Communication, None);
+        let marketing = email_for("spiffe://qupia/ns/default/sa/marketing", Purpose::Communication, None);
+        for _ in 0..3 {
+            // The same question asked again, of the same version, gets the same answer;
+            // another caller or another version is answered for itself.
+            assert!(permissive.decide(&communication).allowed);
+            assert!(!permissive.decide(&marketing).allowed);
+            let refused = frozen.decide(&communication);
+            assert!(!refused.allowed);
+            assert_eq!(refused.reason, "forbidden by \"freeze\"");
+            assert!(permissive.permits_purpose(ACCOUNTS, Purpose::Communication));
+            assert!(!frozen.permits_purpose(ACCOUNTS, Purpose::Communication));
+        }
     }
 
     #[test]
