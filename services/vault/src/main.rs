@@ -231,6 +231,12 @@ fn ops_options(args: &Args) -> anyhow::Result<qupia_ops::OpsOptions> {
     .map_err(anyhow::Error::msg)
 }
 
+/// mimalloc rather than the system allocator: a request allocates and frees many small
+/// buffers across threads, which glibc's malloc serves with locks and consolidation.
+/// Secrets are zeroized before they are freed, whichever allocator frees them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Defaults, then the file (--config or QUPIA_VAULT_CONFIG), then the environment, then flags.
