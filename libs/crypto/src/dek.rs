@@ -4,8 +4,6 @@ use std::fmt;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
-use rand::RngCore;
-use rand::rngs::OsRng;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::Error;
@@ -30,10 +28,11 @@ pub struct DataKey {
 }
 
 impl DataKey {
-    /// Draws a new key from the operating system's CSPRNG.
+    /// Draws a new key from the thread's CSPRNG (seeded from the operating system's;
+    /// see `random.rs`).
     pub fn generate() -> DataKey {
         let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-        OsRng.fill_bytes(bytes.as_mut());
+        crate::random::fill(bytes.as_mut());
         DataKey { bytes }
     }
 
@@ -120,7 +119,7 @@ pub(crate) fn seal_with_key(key: &[u8; KEY_LEN], plaintext: &[u8], aad: &[u8]) -
     // A random 96-bit nonce per message keeps the collision chance negligible for far more
     // messages than one person's key will ever seal.
     let mut nonce = [0u8; NONCE_LEN];
-    OsRng.fill_bytes(&mut nonce);
+    crate::random::fill(&mut nonce);
 
     // Encrypt in place in the output buffer so the plaintext is copied exactly once, into
     // memory that holds ciphertext by the time this function returns.

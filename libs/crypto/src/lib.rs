@@ -15,6 +15,7 @@ mod framing;
 mod keyring;
 mod pkcs11;
 mod provider;
+mod random;
 #[cfg(test)]
 mod testing;
 mod token;

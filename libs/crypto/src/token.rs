@@ -74,10 +74,11 @@ pub struct Token {
 }
 
 impl Token {
-    /// A new token of `kind` with a random id from the operating system's CSPRNG.
+    /// A new token of `kind` with a random id from the thread's CSPRNG (seeded from the
+    /// operating system's; see `random.rs`).
     pub fn generate(kind: TokenKind) -> Token {
         let mut id = [0u8; ID_LEN];
-        OsRng.fill_bytes(&mut id);
+        crate::random::fill(&mut id);
         Token { kind, id }
     }
 

@@ -24,6 +24,7 @@ use qupia_domain::{Email, Field};
 use tokio::sync::{RwLock, watch};
 
 use crate::Error;
+use crate::dek_cache::DekCache;
 use crate::key_jobs::Jobs;
 use crate::key_store::{DekRow, JobKind, JobRecord, ReindexEntry, ReindexRow, Rewrapped};
 use crate::store::Store;
@@ -46,6 +47,10 @@ pub struct KeyLifecycleOptions {
     /// How often counted encryptions are written to the database; a crash loses at most
     /// this long's counts.
     pub encryption_flush_interval: Duration,
+    /// Unwrapped data keys remembered (0: none); see `dek_cache.rs`.
+    pub dek_cache_capacity: usize,
+    /// How long an unwrapped data key is remembered after its unwrap.
+    pub dek_cache_ttl: Duration,
 }
 
 impl Default for KeyLifecycleOptions {
@@ -56,6 +61,8 @@ impl Default for KeyLifecycleOptions {
             job_batch_size: 500,
             encryption_alarm_threshold: 1 << 30,
             encryption_flush_interval: Duration::from_secs(5),
+            dek_cache_capacity: DekCache::DEFAULT_CAPACITY,
+            dek_cache_ttl: DekCache::DEFAULT_TTL,
         }
     }
 }
@@ -68,11 +75,18 @@ pub struct KeyLifecycle {
     /// Data keys under older KEK versions are refused (except by the rewrap job).
     pub min_decrypt_version: AtomicU32,
     pub counter: EncryptionCounter,
+    /// Unwrapped data keys of the request paths; every key change invalidates them.
+    pub deks: DekCache,
 }
 
 impl KeyLifecycle {
-    pub fn new(min_decrypt_version: u32, counter: EncryptionCounter) -> KeyLifecycle {
-        KeyLifecycle { write_gate: RwLock::new(()), min_decrypt_version: AtomicU32::new(min_decrypt_version), counter }
+    pub fn new(min_decrypt_version: u32, counter: EncryptionCounter, deks: DekCache) -> KeyLifecycle {
+        KeyLifecycle {
+            write_gate: RwLock::new(()),
+            min_decrypt_version: AtomicU32::new(min_decrypt_version),
+            counter,
+            deks,
+        }
     }
 
     pub fn min_decrypt_version(&self) -> u32 {
@@ -82,7 +96,11 @@ impl KeyLifecycle {
 
 impl Default for KeyLifecycle {
     fn default() -> KeyLifecycle {
-        KeyLifecycle::new(0, EncryptionCounter::new(BTreeMap::new(), 1 << 30, qupia_ops::Metrics::default()))
+        KeyLifecycle::new(
+            0,
+            EncryptionCounter::new(BTreeMap::new(), 1 << 30, qupia_ops::Metrics::default()),
+            DekCache::default(),
+        )
     }
 }
 
@@ -314,6 +332,8 @@ impl KeyAdmin {
         let outcome = tokio::task::spawn_blocking(move || edit(keys.as_ref()))
             .await
             .map_err(|_| Error::Keys(qupia_crypto::Error::Keyring("the key change did not complete".into())))?;
+        // Whatever changed, no key unwrapped before it is used after it.
+        self.inner.lifecycle.deks.invalidate();
         self.publish_key_versions();
         outcome.map_err(admin_error)
     }

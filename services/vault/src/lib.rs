@@ -13,6 +13,7 @@
 
 mod audit_api;
 mod config;
+mod dek_cache;
 mod dimension;
 mod document;
 mod documents_api;

@@ -110,6 +110,12 @@ struct Args {
     /// Seconds between saves of the encryption counts (a crash loses at most this long's).
     #[arg(long, env = "QUPIA_VAULT_ENCRYPTION_FLUSH_SECS", default_value_t = 5.0)]
     encryption_flush_secs: f64,
+    /// Unwrapped data keys kept in memory for people read again soon (0: none).
+    #[arg(long, env = "QUPIA_VAULT_DEK_CACHE_CAPACITY", default_value_t = KeyLifecycleOptions::default().dek_cache_capacity)]
+    dek_cache_capacity: usize,
+    /// Seconds an unwrapped data key is kept after its unwrap.
+    #[arg(long, env = "QUPIA_VAULT_DEK_CACHE_TTL_SECS", default_value_t = KeyLifecycleOptions::default().dek_cache_ttl.as_secs_f64())]
+    dek_cache_ttl_secs: f64,
     /// The largest document stored, in bytes; an upload is refused as soon as it passes it.
     #[arg(long, env = "QUPIA_VAULT_MAX_DOCUMENT_BYTES", default_value_t = Limits::DEFAULT_MAX_DOCUMENT_BYTES)]
     max_document_bytes: u64,
@@ -156,6 +162,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
                 .ok()
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| anyhow::anyhow!("encryption_flush_secs: must be a positive number of seconds"))?,
+            dek_cache_capacity: args.dek_cache_capacity,
+            dek_cache_ttl: std::time::Duration::try_from_secs_f64(args.dek_cache_ttl_secs)
+                .map_err(|_| anyhow::anyhow!("dek_cache_ttl_secs: must be a number of seconds, 0 or more"))?,
         },
     })
 }

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 
 use crate::audit_api::AuditApi;
+use crate::dek_cache::DekCache;
 use crate::documents_api::DocumentApi;
 use crate::erasure_ledger::ErasureLedger;
 use crate::grpc::VaultApi;
@@ -83,7 +84,9 @@ pub async fn serve(
         config.key_lifecycle.encryption_alarm_threshold,
         metrics.clone(),
     );
-    let key_lifecycle = Arc::new(KeyLifecycle::new(store.min_decrypt_version().await.map_err(Error::from)?, counter));
+    let deks = DekCache::new(config.key_lifecycle.dek_cache_capacity, config.key_lifecycle.dek_cache_ttl);
+    let key_lifecycle =
+        Arc::new(KeyLifecycle::new(store.min_decrypt_version().await.map_err(Error::from)?, counter, deks));
     let key_admin = KeyAdmin::new(
         Arc::clone(&keys),
         store.clone(),

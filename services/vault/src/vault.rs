@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use qupia_crypto::{BlindIndexKey, DataKey, KeyProvider, KeyStore, Token, TokenKind, WrappedKey, slot_aad};
 use qupia_domain::Field;
+use qupia_ops::CacheResult;
 use qupia_transport::ServiceIdentity;
 use zeroize::Zeroizing;
 
@@ -407,14 +408,35 @@ impl Vault {
 
     /// Unwraps a person's data key for a request. A key under a KEK version below the
     /// minimum decryption version is refused until the rewrap job moves it.
-    fn unwrap_dek(&self, record: &PersonRecord) -> Result<DataKey, Error> {
+    fn unwrap_dek(&self, record: &PersonRecord) -> Result<Arc<DataKey>, Error> {
         self.unwrap_key(&record.person_id, &record.key)
     }
 
-    /// Unwraps a data key for a request (reveal, rectify, documents, aggregates). A key
-    /// under a KEK version below the minimum decryption version is refused until the
-    /// rewrap job moves it (the job unwraps through key administration, not here).
-    fn unwrap_key(&self, person_id: &[u8; 16], key: &PersonKey) -> Result<DataKey, Error> {
+    /// Unwraps a data key for a request about one person (reveal, rectify, documents),
+    /// through the cache of recently unwrapped keys. A key under a KEK version below the
+    /// minimum decryption version is refused until the rewrap job moves it (the job
+    /// unwraps through key administration, not here).
+    fn unwrap_key(&self, person_id: &[u8; 16], key: &PersonKey) -> Result<Arc<DataKey>, Error> {
+        let cache = &self.lifecycle.deks;
+        if !cache.enabled() {
+            return self.unwrap_key_uncached(person_id, key).map(Arc::new);
+        }
+        self.check_min_decrypt_version(key)?;
+        let wrapped = WrappedKey { kek_version: key.kek_version, bytes: key.dek_wrapped.clone() };
+        if let Some(dek) = cache.get(person_id, &wrapped) {
+            self.metrics.dek_cache(CacheResult::Hit);
+            return Ok(dek);
+        }
+        self.metrics.dek_cache(CacheResult::Miss);
+        let generation = cache.generation();
+        let dek = Arc::new(self.kek().unwrap(&wrapped, person_id)?);
+        cache.insert(person_id, wrapped, generation, Arc::clone(&dek));
+        Ok(dek)
+    }
+
+    /// Unwraps a data key for a pass over many people (aggregates), leaving the cache
+    /// to the people read one by one.
+    fn unwrap_key_uncached(&self, person_id: &[u8; 16], key: &PersonKey) -> Result<DataKey, Error> {
         self.check_min_decrypt_version(key)?;
         let wrapped = WrappedKey { kek_version: key.kek_version, bytes: key.dek_wrapped.clone() };
         Ok(self.kek().unwrap(&wrapped, person_id)?)
@@ -505,7 +527,10 @@ impl Vault {
         }
         let person_token = self.encode(TokenKind::Person, *person.id());
         let entry = access.entry(Operation::Erase, &person_token, &Field::ALL, "crypto-shredded");
-        self.store.erase(person.id(), &entry, self.erasure_ledger.as_ref()).await?.ok_or(Error::NotFound("person"))
+        let erased = self.store.erase(person.id(), &entry, self.erasure_ledger.as_ref()).await;
+        // Whether or not it committed, the unwrapped key need not stay in memory.
+        self.lifecycle.deks.forget(person.id());
+        erased?.ok_or(Error::NotFound("person"))
     }
 
     /// Erases again every person in the erasure ledger still present in the database
@@ -532,7 +557,11 @@ impl Vault {
                     "erasure re-applied from the erasure ledger at start-up",
                 )
             };
-            erased += self.store.replay_erasures(&entries, audit_for).await?.len() as u64;
+            let replayed = self.store.replay_erasures(&entries, audit_for).await?;
+            for entry in &entries {
+                self.lifecycle.deks.forget(&entry.person_id);
+            }
+            erased += replayed.len() as u64;
         }
         if examined == 0 {
             return Ok(0);

@@ -636,3 +636,76 @@ async fn idempotency_across_rotation(backend: Backend) {
     let status = status(&mut admin).await;
     assert_eq!(kek(&status, 1).expect("version 1").wrapped_deks, 1, "one person stored, not two");
 }
+
+/// The data-key cache's hits and misses so far, from the vault's metrics.
+async fn dek_cache(vault: &VaultHarness) -> (f64, f64) {
+    let (code, text) = qupia_test_support::ops::http_get(vault.ops_addr(), "/metrics").await.expect("scrape");
+    assert_eq!(code, 200);
+    let metrics = qupia_test_support::ops::parse_metrics(&text).expect("a valid exposition");
+    (
+        metrics.value("qupia_dek_cache_total", &[("result", "hit")]),
+        metrics.value("qupia_dek_cache_total", &[("result", "miss")]),
+    )
+}
+
+storage_test!(remembered_data_keys_never_outlive_a_key_change_or_an_erasure, remembered_data_keys);
+async fn remembered_data_keys(backend: Backend) {
+    let vault = VaultHarness::start(backend).await;
+    let mut client = vault.gateway().await;
+    let mut admin = vault.keys_as("gateway").await;
+    let expected = |i: usize| (person(i).email, person(i).phone);
+    let token = tokenize(&mut client, 1).await.expect("tokenize");
+
+    // Read twice: one unwrap, then the remembered key.
+    assert_eq!(reveal(&mut client, &token).await.expect("reveal"), expected(1));
+    assert_eq!(reveal(&mut client, &token).await.expect("reveal again"), expected(1));
+    assert_eq!(dek_cache(&vault).await, (1.0, 1.0));
+
+    // A rotation changes the keys: nothing unwrapped before it is used after it.
+    let v2 = rotate(&mut admin).await;
+    assert_eq!(reveal(&mut client, &token).await.expect("reveal after the rotation"), expected(1));
+    assert_eq!(dek_cache(&vault).await, (1.0, 2.0));
+
+    // The minimum decryption version is checked before the cache is asked: the key of
+    // a person still under version 1 is remembered, and still refused.
+    admin
+        .set_min_decrypt_version(keys::SetMinDecryptVersionRequest { requester: SECURITY.into(), version: v2 })
+        .await
+        .expect("raise the minimum");
+    let refused = reveal(&mut client, &token).await.expect_err("a data key under version 1");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(dek_cache(&vault).await, (1.0, 2.0), "refused before the cache was asked");
+
+    // Rewrapped: the stored key changed, so the remembered one is not its answer.
+    finished(&rewrap(&mut admin, 0).await);
+    assert_eq!(reveal(&mut client, &token).await.expect("reveal after the rewrap"), expected(1));
+    assert_eq!(reveal(&mut client, &token).await.expect("and again"), expected(1));
+    assert_eq!(dek_cache(&vault).await, (2.0, 3.0));
+
+    // Retiring and destroying version 1 are key changes too.
+    retire(&mut admin, 1).await.expect("retire version 1");
+    destroy(&mut admin, 1).await.expect("destroy version 1");
+    assert_eq!(reveal(&mut client, &token).await.expect("reveal under version 2"), expected(1));
+    assert_eq!(dek_cache(&vault).await, (2.0, 4.0));
+
+    // An erased person is not readable through a key still in memory.
+    client.erase(EraseRequest { person_token: token.clone(), ..Default::default() }).await.expect("erase");
+    let gone = reveal(&mut client, &token).await.expect_err("erased");
+    assert_eq!(gone.code(), Code::NotFound);
+    assert_eq!(dek_cache(&vault).await, (2.0, 4.0));
+}
+
+storage_test!(a_vault_without_the_data_key_cache_unwraps_every_time, without_the_cache);
+async fn without_the_cache(backend: Backend) {
+    let vault = VaultHarness::start_with_key_options(
+        backend,
+        KeyLifecycleOptions { dek_cache_capacity: 0, ..KeyLifecycleOptions::default() },
+    )
+    .await;
+    let mut client = vault.gateway().await;
+    let token = tokenize(&mut client, 1).await.expect("tokenize");
+    for _ in 0..3 {
+        assert_eq!(reveal(&mut client, &token).await.expect("reveal"), (person(1).email, person(1).phone));
+    }
+    assert_eq!(dek_cache(&vault).await, (0.0, 0.0), "no lookups: the cache is off");
+}

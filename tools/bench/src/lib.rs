@@ -120,7 +120,7 @@ async fn run_on(
     run_id: &str,
 ) -> anyhow::Result<Report> {
     let load_average_at_start = load_average();
-    let mut suite = Suite::start(dir, binaries, databases, plan.pool_size).await?;
+    let mut suite = Suite::start(dir, binaries, databases, plan).await?;
     let outcome = measure(plan, &mut suite, databases, run_id).await;
     suite.stop().await;
     let (rows, rewrap, memory, preload, check) = outcome?;
@@ -138,6 +138,8 @@ async fn run_on(
             postgres_version: databases.server_version.clone(),
             postgres_settings: databases.settings.clone(),
             pool_size: plan.pool_size,
+            key_provider: plan.key_provider,
+            dek_cache: plan.dek_cache,
         },
         preload,
         rows,

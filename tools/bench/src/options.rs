@@ -57,6 +57,25 @@ impl Operation {
     }
 }
 
+/// Where the vault keeps its key-encryption keys during a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyProvider {
+    /// A keyring file the run creates.
+    Keyring,
+    /// A SoftHSM2 token the run initialises (PKCS#11; Debian package softhsm2).
+    Pkcs11,
+}
+
+impl KeyProvider {
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeyProvider::Keyring => "the keyring file",
+            KeyProvider::Pkcs11 => "SoftHSM2 over PKCS#11",
+        }
+    }
+}
+
 /// Measures Qupia's vault and gateway under load, beside plain PostgreSQL doing the same
 /// rows at the same concurrency.
 ///
@@ -98,6 +117,13 @@ pub struct Options {
     /// Connections in each pool: the vault's, the gateway's and the baseline's.
     #[arg(long, default_value_t = 16)]
     pub pool_size: u32,
+    /// Where the vault keeps its key-encryption keys.
+    #[arg(long, value_enum, default_value = "keyring")]
+    pub key_provider: KeyProvider,
+    /// Unwrapped data keys the vault keeps in memory (its --dek-cache-capacity);
+    /// 0 turns the cache off.
+    #[arg(long, default_value_t = 10_000)]
+    pub dek_cache: usize,
     /// People revealed and compared in the final check.
     #[arg(long, default_value_t = 100)]
     pub check_sample: usize,
@@ -138,6 +164,8 @@ pub struct Plan {
     pub operations: Vec<Operation>,
     pub batch: u64,
     pub pool_size: u32,
+    pub key_provider: KeyProvider,
+    pub dek_cache: usize,
     pub check_sample: usize,
     pub compare: Option<PathBuf>,
     pub bin_dir: Option<PathBuf>,
@@ -193,6 +221,8 @@ impl Options {
             operations,
             batch: options.batch,
             pool_size: options.pool_size,
+            key_provider: options.key_provider,
+            dek_cache: options.dek_cache,
             check_sample: options.check_sample,
             compare: options.compare,
             bin_dir: options.bin_dir,

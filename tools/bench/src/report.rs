@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::check::FinalCheck;
 use crate::driver::Measured;
-use crate::options::Operation;
+use crate::options::{KeyProvider, Operation};
 use crate::procstat::CpuSeconds;
 use crate::rewrap::RewrapMeasured;
 
@@ -180,6 +180,16 @@ pub struct Environment {
     /// Server settings that decide what a commit costs (synchronous_commit, fsync, ...).
     pub postgres_settings: std::collections::BTreeMap<String, String>,
     pub pool_size: u32,
+    /// Where the vault kept its KEKs (reports from before this was recorded: the keyring).
+    #[serde(default = "keyring")]
+    pub key_provider: KeyProvider,
+    /// Unwrapped data keys the vault kept (0 in reports from before the cache).
+    #[serde(default)]
+    pub dek_cache: usize,
+}
+
+fn keyring() -> KeyProvider {
+    KeyProvider::Keyring
 }
 
 /// How the stores were filled.
@@ -263,6 +273,15 @@ impl fmt::Display for Report {
         let settings: Vec<String> =
             env.postgres_settings.iter().map(|(name, value)| format!("{name}={value}")).collect();
         writeln!(f, "PostgreSQL {} ({})", env.postgres_version, settings.join(", "))?;
+        writeln!(
+            f,
+            "vault keys in {}, data-key cache of {}",
+            env.key_provider.describe(),
+            match env.dek_cache {
+                0 => "none".to_owned(),
+                capacity => format!("{capacity} keys"),
+            }
+        )?;
         writeln!(
             f,
             "each run: {:.1} s warm-up, {:.1} s timed; ops/s counts calls; latencies in ms are Qupia's \
@@ -465,6 +484,8 @@ mod tests {
                 postgres_version: "15".to_owned(),
                 postgres_settings: Default::default(),
                 pool_size: 16,
+                key_provider: KeyProvider::Pkcs11,
+                dek_cache: 10_000,
             },
             preload: Preload { qupia_seconds: 1.0, qupia_consent_seconds: 1.0, baseline_seconds: 1.0 },
             rows,
@@ -473,6 +494,23 @@ mod tests {
             scale: Vec::new(),
             check: FinalCheck::default(),
         }
+    }
+
+    #[test]
+    fn a_report_says_where_the_keys_were_and_older_reports_still_read() {
+        let report = report(10_000, Vec::new());
+        let shown = report.to_string();
+        assert!(shown.contains("vault keys in SoftHSM2 over PKCS#11, data-key cache of 10000 keys"), "{shown}");
+
+        // Reports written before these were recorded: the keyring, no cache.
+        let mut json = serde_json::to_value(&report).expect("serializes");
+        let environment = json["environment"].as_object_mut().expect("an object");
+        environment.remove("key_provider");
+        environment.remove("dek_cache");
+        let older: Report = serde_json::from_value(json).expect("an older report reads");
+        assert_eq!(older.environment.key_provider, KeyProvider::Keyring);
+        assert_eq!(older.environment.dek_cache, 0);
+        assert!(older.to_string().contains("vault keys in the keyring file, data-key cache of none"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use qupia_transport::{DevPki, ServiceIdentity, TlsFiles};
 use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::options::{KeyProvider, Plan};
 use crate::postgres::Databases;
 
 /// The identities the suite issues certificates for: the two services, and the callers
@@ -95,6 +96,57 @@ fn tls_args(command: &mut Command, files: &TlsFiles) {
     command.arg("--tls-ca").arg(&files.ca).arg("--tls-cert").arg(&files.cert).arg("--tls-key").arg(&files.key);
 }
 
+/// Where Debian's package `softhsm2` installs the module.
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const SOFTHSM_TOKEN: &str = "qupia-bench";
+
+/// Initialises a SoftHSM2 token of the run's own in `dir/softhsm` and points the vault
+/// at it: the KEKs are created in it and never leave it, as in production with an HSM.
+fn softhsm_token(dir: &Path, vault: &mut Command) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        Path::new(SOFTHSM_MODULE).is_file(),
+        "--key-provider pkcs11 needs SoftHSM2 ({SOFTHSM_MODULE}): apt-get install softhsm2"
+    );
+    let hsm = dir.join("softhsm");
+    let tokens = hsm.join("tokens");
+    std::fs::create_dir_all(&tokens).context("create the SoftHSM2 token directory")?;
+    let conf = hsm.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()),
+    )
+    .context("write softhsm2.conf")?;
+    // A fresh PIN per run, kept in a file only the run's user can read.
+    let pin = uuid::Uuid::new_v4().simple().to_string();
+    let so_pin = uuid::Uuid::new_v4().simple().to_string();
+    let pin_file = hsm.join("pin");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&pin_file)?;
+        file.write_all(pin.as_bytes())?;
+    }
+    let output = std::process::Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", SOFTHSM_TOKEN, "--pin", &pin, "--so-pin", &so_pin])
+        .output()
+        .context("run softhsm2-util (apt-get install softhsm2)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "softhsm2-util --init-token failed: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    vault
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--key-provider", "pkcs11", "--pkcs11-module", SOFTHSM_MODULE, "--pkcs11-token-label", SOFTHSM_TOKEN])
+        .arg("--pkcs11-pin-file")
+        .arg(&pin_file)
+        // With the keys in a token there is no keyring file to put the erasure ledger beside.
+        .arg("--erasure-ledger-url")
+        .arg(format!("sqlite://{}?mode=rwc", dir.join("erasure-ledger.db").display()));
+    Ok(())
+}
+
 /// Starts `command` with its output in `dir/<name>.log`.
 fn spawn(mut command: Command, dir: &Path, name: &str) -> anyhow::Result<Child> {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).context("create a log file")?;
@@ -129,19 +181,16 @@ fn log_tail(dir: &Path, name: &str) -> String {
 }
 
 impl Suite {
-    /// Creates the PKI and keyring in `dir` and starts the vault and the gateway on
-    /// `databases`, each with a pool of `pool_size` connections.
+    /// Creates the PKI and the keys (a keyring file or a SoftHSM2 token) in `dir` and
+    /// starts the vault and the gateway on `databases`, as `plan` says.
     pub async fn start(
         dir: &Path,
         binaries: &(PathBuf, PathBuf),
         databases: &Databases,
-        pool_size: u32,
+        plan: &Plan,
     ) -> anyhow::Result<Suite> {
         issue_certificates(dir)?;
-        let keyring = dir.join("keyring.json");
-        // Created here (mode 0600, KEK version 1, blind-index key version 1) so that
-        // the run owns its keys from the start; the vault loads it.
-        qupia_crypto::Keyring::load_or_create(&keyring).context("create the keyring")?;
+        let pool_size = plan.pool_size;
 
         let vault_port = free_port()?;
         let mut vault = Command::new(&binaries.0);
@@ -149,10 +198,19 @@ impl Suite {
             .args(["--listen", &format!("127.0.0.1:{vault_port}")])
             .args(["--database-url", &databases.vault.url])
             .args(["--max-connections", &pool_size.to_string()])
+            .args(["--dek-cache-capacity", &plan.dek_cache.to_string()])
             // The rewrap job's rate limit lifted: the run measures what the job can do.
-            .args(["--rewrap-rate", "1000000000"])
-            .arg("--keyring")
-            .arg(&keyring);
+            .args(["--rewrap-rate", "1000000000"]);
+        match plan.key_provider {
+            KeyProvider::Keyring => {
+                let keyring = dir.join("keyring.json");
+                // Created here (mode 0600, KEK version 1, blind-index key version 1) so
+                // that the run owns its keys from the start; the vault loads it.
+                qupia_crypto::Keyring::load_or_create(&keyring).context("create the keyring")?;
+                vault.arg("--keyring").arg(&keyring);
+            }
+            KeyProvider::Pkcs11 => softhsm_token(dir, &mut vault)?,
+        }
         tls_args(&mut vault, &tls_files(dir, "vault"));
         let vault = spawn(vault, dir, "vault")?;
 

@@ -71,7 +71,7 @@ impl Vault {
             let key = match (field, &row.ciphertext) {
                 (None, _) => dimension::registration_month(row.created_at),
                 (Some(field), Some(ciphertext)) => {
-                    let dek = self.unwrap_key(&row.person_id, &row.key)?;
+                    let dek = self.unwrap_key_uncached(&row.person_id, &row.key)?;
                     let plaintext =
                         dek.open(ciphertext, &slot_aad(&row.person_id, field.as_str(), row.key.dek_version))?;
                     let value = std::str::from_utf8(&plaintext).map_err(|_| Error::Integrity)?;

@@ -2,6 +2,8 @@
 //! with their access-log entry, and opened chunk by chunk on download only after the
 //! download is in the access log.
 
+use std::sync::Arc;
+
 use qupia_audit::{NewEntry, Operation, Outcome};
 use qupia_crypto::{DataKey, Token, TokenKind};
 use qupia_domain::Purpose;
@@ -42,7 +44,7 @@ pub struct UploadHeader {
 /// held, sealed, in memory; nothing touches the database until [`Vault::store_document`].
 #[derive(Debug)]
 pub struct DocumentUpload {
-    dek: DataKey,
+    dek: Arc<DataKey>,
     place: ChunkPlace,
     header: UploadHeader,
     limit: u64,
@@ -137,7 +139,7 @@ pub struct SealedDocument {
 #[derive(Debug)]
 pub struct DocumentDownload {
     vault: Vault,
-    dek: DataKey,
+    dek: Arc<DataKey>,
     row: DocumentRow,
     place: ChunkPlace,
     info: DocumentInfo,
