@@ -181,6 +181,7 @@ impl Pkcs11KeyStore {
     pub fn open(options: &Pkcs11Options) -> Result<Pkcs11KeyStore, Error> {
         let labels = Labels::new(&options.key_label_prefix)?;
         let token = Token::open(options)?;
+        let _turn = token::object_store_turn();
         let opened = token.with_session(|session| match load(&token, &labels, session)? {
             Some(opened) => Ok(opened),
             None => create(&token, &labels, session),
@@ -201,10 +202,19 @@ impl Pkcs11KeyStore {
     /// process made (rotations, retirements). The token key never changes.
     pub fn reload(&self) -> Result<(), Error> {
         let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
+        let _turn = token::object_store_turn();
         let opened = self.token.with_session(|session| load(&self.token, &self.labels, session))?;
         let opened = opened.ok_or_else(|| self.state_error("has no state object any more"))?;
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = opened.keys;
         Ok(())
+    }
+
+    /// This process's turn at searching, creating and destroying token objects, which
+    /// the key store takes whenever it does so. Other code of the same process that
+    /// searches or changes the token's objects directly takes it too: SoftHSM2 2.6 fails
+    /// an object creation that a concurrent search of the same process runs into.
+    pub fn object_store_turn() -> std::sync::MutexGuard<'static, ()> {
+        token::object_store_turn()
     }
 
     /// The token's label.
@@ -222,6 +232,7 @@ impl Pkcs11KeyStore {
     /// is destroyed after; if that fails, the next open still reads the newer one.
     fn change<T>(&self, edit: impl FnOnce(&mut KeySet, &Session) -> Result<T, Error>) -> Result<T, Error> {
         let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
+        let _turn = token::object_store_turn();
         let mut next = self.read_keys().clone();
         let outcome = self.token.with_session(|session| {
             self.check_not_changed_elsewhere(session, next.generation)?;

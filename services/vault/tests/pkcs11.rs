@@ -262,6 +262,7 @@ fn user_session(hsm: &SoftHsm) -> Session {
 }
 
 fn find_key(session: &Session, label: &str) -> Option<ObjectHandle> {
+    let _turn = Pkcs11KeyStore::object_store_turn();
     let found = session
         .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(label.as_bytes().to_vec())])
         .expect("find objects");

@@ -224,15 +224,23 @@ pub(super) fn non_extractable_aes_key(label: &str) -> Vec<Attribute> {
     ]
 }
 
-/// Generates a non-extractable AES-256 key labelled `label` inside the token.
+/// The process's turn at the token's object store: held while a key set is opened,
+/// created, reloaded or changed, i.e. around every search for, creation and destruction
+/// of token objects.
 ///
-/// One generation at a time per process: SoftHSM2's file object store has been seen to
-/// fail a generation (CKR_GENERAL_ERROR) while another session of the same process
-/// writes a token object. Keys are made at start-up and on rotation only, so the wait
-/// costs nothing.
+/// SoftHSM2 2.6 fails a key generation or object creation (CKR_GENERAL_ERROR) when
+/// another session of the same process searches the object store at that moment: the
+/// search reads the new object's file half-written (SoftHSMv2 issue 573, fixed after
+/// 2.6.1, the version Debian 12 ships). Those operations happen at start-up and on key
+/// changes only, so taking turns costs nothing; wraps and unwraps never take it.
+pub(super) fn object_store_turn() -> MutexGuard<'static, ()> {
+    static OBJECT_STORE: Mutex<()> = Mutex::new(());
+    OBJECT_STORE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Generates a non-extractable AES-256 key labelled `label` inside the token. Callers
+/// hold [`object_store_turn`].
 pub(super) fn generate_key(session: &Session, label: &str) -> Result<ObjectHandle, CkError> {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     session.generate_key(&Mechanism::AesKeyGen, &non_extractable_aes_key(label))
 }
 
