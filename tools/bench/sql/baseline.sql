@@ -15,8 +15,6 @@ CREATE TABLE persons (
     created_at BIGINT NOT NULL
 );
 
-CREATE INDEX persons_kek_version ON persons (kek_version);
-
 CREATE TABLE field_values (
     token_id BYTEA PRIMARY KEY,
     person_id BYTEA NOT NULL REFERENCES persons (person_id) ON DELETE CASCADE,
